@@ -1,0 +1,3 @@
+"""medcloud: a cloud platform for connected medical devices."""
+
+__version__ = "0.1.0"

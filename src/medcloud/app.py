@@ -1,0 +1,58 @@
+"""The ASGI application factory: the same app for every deployment shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from medcloud import __version__
+from medcloud.bootstrap import ALL_CONTEXTS, Lifecycle, bootstrap, load_contexts
+from medcloud.config import Settings
+from medcloud.platform import ops
+from medcloud.platform.errors import install_error_handlers
+from medcloud.platform.middleware import EdgeMiddleware
+from medcloud.platform.runtime import Runtime
+
+
+def create_app(
+    settings: Settings | None = None,
+    contexts: Sequence[str] = ALL_CONTEXTS,
+    *,
+    workers: bool = True,
+    runtime: Runtime | None = None,
+) -> FastAPI:
+    """Build the app mounting `contexts`; with `workers` it also runs their consumers and relay."""
+    settings = settings or Settings()
+    selected = load_contexts(contexts)
+    runtime = runtime or bootstrap(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        lifecycle = Lifecycle(runtime, selected)
+        await lifecycle.start(migrate_first=settings.migrate_on_start, workers=workers)
+        try:
+            yield
+        finally:
+            await lifecycle.stop()
+
+    app = FastAPI(
+        title="medcloud",
+        version=__version__,
+        summary="Cloud platform for connected medical devices",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    for context in selected:
+        if context.router is not None:
+            app.include_router(context.router)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=runtime.metrics,
+        version=f"{settings.service_name}/{__version__}",
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app

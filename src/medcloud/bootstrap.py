@@ -1,0 +1,175 @@
+"""The composition root: builds every dependency from settings, and starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any
+
+import structlog
+
+from medcloud.config import Settings
+from medcloud.platform.bus import Bus, Consumer, InProcessBus, inject
+from medcloud.platform.cache import Cache, MemoryCache, RedisCache
+from medcloud.platform.clock import Clock, SystemClock
+from medcloud.platform.context import Context, Hook
+from medcloud.platform.db import create_database, sessionmakers
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.migrate import migrate
+from medcloud.platform.outbox import OutboxRelay
+from medcloud.platform.runtime import Runtime
+from medcloud.platform.security import TokenKeys, TokenService
+
+log = structlog.get_logger(__name__)
+
+ALL_CONTEXTS = ("identity", "devices", "ingest", "analytics")
+
+
+def load_contexts(names: Iterable[str] = ALL_CONTEXTS) -> list[Context]:
+    """Import the named contexts and return their `CONTEXT`s."""
+    contexts = []
+    for name in names:
+        if name not in ALL_CONTEXTS:
+            raise ValueError(f"unknown context {name!r}; known: {', '.join(ALL_CONTEXTS)}")
+        contexts.append(importlib.import_module(f"medcloud.{name}").CONTEXT)
+    return contexts
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    cache: Cache | None = None,
+) -> Runtime:
+    """Build the runtime for `settings`; pass fakes to replace any external part."""
+    # Imported here: the devices context implements the directory the platform hands out.
+    from medcloud.devices.directory import SqlDeviceDirectory
+
+    clock = clock or SystemClock()
+    database = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    write_sessions, read_sessions = sessionmakers(database)
+    bus = bus or _bus(settings)
+    metrics = Metrics()
+    keys = (
+        TokenKeys.from_pem(settings.jwt_private_key.get_secret_value())
+        if settings.jwt_private_key is not None
+        else TokenKeys.from_file(settings.var_dir / "jwt-ed25519.pem")
+    )
+    tokens = TokenService(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        lifetime=dt.timedelta(minutes=settings.access_token_minutes),
+        clock=clock,
+    )
+    relay = OutboxRelay(
+        sessions=write_sessions,
+        bus=bus,
+        clock=clock,
+        metrics=metrics,
+        batch_size=settings.bus.relay_batch_size,
+        poll_seconds=settings.bus.relay_poll_seconds,
+        claim_seconds=settings.bus.relay_claim_seconds,
+    )
+    return Runtime(
+        settings=settings,
+        database=database,
+        write_sessions=write_sessions,
+        read_sessions=read_sessions,
+        bus=bus,
+        cache=cache or (RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()),
+        clock=clock,
+        metrics=metrics,
+        tokens=tokens,
+        relay=relay,
+        devices=SqlDeviceDirectory(read_sessions),
+    )
+
+
+def _bus(settings: Settings) -> Bus:
+    if settings.bus_url.startswith("memory"):
+        return InProcessBus(
+            max_attempts=settings.bus.max_attempts,
+            backoff_seconds=settings.bus.retry_backoff_seconds,
+        )
+    if settings.bus_url.startswith("amqp"):
+        from medcloud.platform.rabbitmq import RabbitMQBus
+
+        return RabbitMQBus(
+            settings.bus_url,
+            exchange=settings.bus.exchange,
+            queue_prefix=settings.bus.queue_prefix,
+            max_attempts=settings.bus.max_attempts,
+            backoff_seconds=settings.bus.retry_backoff_seconds,
+            prefetch=settings.bus.prefetch,
+        )
+    raise ValueError(f"unsupported bus URL scheme: {settings.bus_url.split(':', 1)[0]}")
+
+
+class Lifecycle:
+    """Start and stop what a server or worker process runs, in order."""
+
+    def __init__(self, runtime: Runtime, contexts: Sequence[Context]) -> None:
+        self.runtime = runtime
+        self.contexts = contexts
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, migrate_first: bool, workers: bool) -> None:
+        """Connect, migrate, run start hooks and, with `workers`, consumers, relay and loops."""
+        runtime = self.runtime
+        runtime.settings.var_dir.mkdir(parents=True, exist_ok=True)
+        if migrate_first:
+            await migrate(
+                runtime.database, [c.migrations for c in load_contexts() if c.migrations]
+            )
+        await runtime.bus.connect()
+        dependencies = runtime.dependencies()
+        for context in self.contexts:
+            for hook in context.on_start:
+                await inject(hook, dependencies)()
+        if not workers:
+            return
+        for context in self.contexts:
+            for subscription in context.subscriptions:
+                await runtime.bus.consume(
+                    Consumer(
+                        name=f"{context.name}.{subscription.handler.__name__}",
+                        subscription=subscription,
+                        uow_factory=runtime.uow,
+                        dependencies=dependencies,
+                    )
+                )
+            for loop in context.background:
+                self._spawn(_supervised(loop, dependencies), loop.__name__)
+        self._spawn(runtime.relay.run(self._stop), "outbox-relay")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def stop(self) -> None:
+        """Stop loops, then close the bus, cache and database."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.runtime.bus.close()
+        await self.runtime.cache.close()
+        await self.runtime.database.dispose()
+
+
+async def _supervised(loop: Hook, dependencies: dict[str, Any]) -> None:
+    """Run a background loop forever, restarting it after a failure."""
+    while True:
+        try:
+            await inject(loop, dependencies)()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a loop must outlive a passing fault)
+            log.warning("background.failed", loop=loop.__name__, error=type(exc).__name__)
+            await asyncio.sleep(5)

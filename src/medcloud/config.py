@@ -1,0 +1,108 @@
+"""One typed settings tree; its defaults are the embedded deployment (SQLite, in-process bus)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AlertSettings(BaseModel):
+    """Thresholds of the built-in alert rules."""
+
+    heart_rate_low: float = 40.0
+    """Heart rate (bpm) below which an alert is raised."""
+    heart_rate_high: float = 120.0
+    """Heart rate (bpm) above which an alert is raised."""
+
+
+class BusSettings(BaseModel):
+    """How events leave the outbox and reach their consumers."""
+
+    exchange: str = "medical_data"
+    """Topic exchange every event is published on."""
+    queue_prefix: str = "medcloud"
+    """Prefix of each consumer's durable queue."""
+    max_attempts: int = 5
+    """Deliveries of one event to one consumer before it is dead-lettered."""
+    retry_backoff_seconds: float = 0.5
+    """First retry delay; each further retry doubles it."""
+    relay_batch_size: int = 500
+    """Outbox rows claimed by the relay at once."""
+    relay_poll_seconds: float = 0.5
+    """How often the relay looks for rows committed by other processes."""
+    relay_claim_seconds: float = 30.0
+    """How long a claimed outbox row stays with one relay before another may take it."""
+    prefetch: int = 64
+    """Unacknowledged messages a RabbitMQ consumer holds at once."""
+
+
+class Settings(BaseSettings):
+    """medcloud settings, read from `MEDCLOUD_*` environment variables (nested with `__`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDCLOUD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    var_dir: Path = Path("var")
+    """Directory for the embedded database, generated keys and object storage."""
+    database_url: str = ""
+    """SQLAlchemy async URL; empty means a SQLite file in `var_dir`."""
+    bus_url: str = "memory://"
+    """`memory://` for the in-process bus, `amqp://…` for RabbitMQ."""
+    redis_url: str = ""
+    """`redis://…` for a shared cache; empty means an in-process cache."""
+    migrate_on_start: bool = True
+    """Apply database migrations when the server starts."""
+    db_pool_size: int = 10
+    """Connections per process in the PostgreSQL pool."""
+
+    service_name: str = "medcloud"
+    """Name reported in logs and the X-Service-Version header."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Request bodies larger than this are refused with 413."""
+    log_level: str = "INFO"
+    """Minimum level of the JSON logs."""
+
+    bootstrap_admin_email: str | None = None
+    """Email of the admin created on first start, if no user exists yet."""
+    bootstrap_admin_password: SecretStr | None = None
+    """Password of that admin."""
+    bootstrap_organisation: str = "Default"
+    """Name of the organisation created with the first admin."""
+
+    jwt_private_key: SecretStr | None = None
+    """PEM Ed25519 key that signs access tokens; empty means a key file in `var_dir`."""
+    jwt_issuer: str = "medcloud"
+    """`iss` claim of issued tokens, checked on every request."""
+    jwt_audience: str = "medcloud-api"
+    """`aud` claim of issued tokens, checked on every request."""
+    access_token_minutes: int = 15
+    """Lifetime of an access token."""
+
+    max_future_skew_seconds: float = 300.0
+    """Readings stamped further in the future than this are rejected."""
+    max_batch_readings: int = 10_000
+    """Readings accepted in one request."""
+    device_cache_seconds: float = 30.0
+    """How long a verified device token is remembered."""
+    active_device_window_seconds: float = 300.0
+    """A device that reported within this window counts as active."""
+
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    """Built-in alert rule thresholds."""
+    bus: BusSettings = Field(default_factory=BusSettings)
+    """Event delivery tuning."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'medcloud.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Tell whether storage is the embedded SQLite file."""
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,18 @@
+"""Devices: the registry, device credentials and liveness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medcloud.devices.api import router
+from medcloud.devices.handlers import SUBSCRIPTIONS
+from medcloud.devices.service import refresh_active_devices
+from medcloud.platform.context import Context
+
+CONTEXT = Context(
+    name="devices",
+    router=router,
+    subscriptions=SUBSCRIPTIONS,
+    migrations=Path(__file__).parent / "migrations",
+    background=(refresh_active_devices,),
+)

@@ -1,0 +1,187 @@
+"""The message bus port, the idempotent consumer every adapter drives, and the in-process adapter.
+
+Delivery is at-least-once: a consumer applies an event and records its id in one transaction, so
+a redelivered event is recognised and skipped. Adapters only decide how events travel and how
+failures are retried; handlers cannot tell which adapter runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from medcloud.platform.events import Envelope, Event
+from medcloud.platform.models import DeadLetter, ProcessedEvent
+from medcloud.platform.uow import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A context's wish to run `handler` for every `event_type` event."""
+
+    event_type: type[Event]
+    handler: Handler
+
+
+class Consumer:
+    """Apply one handler to envelopes, once in effect however often they are delivered."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        subscription: Subscription,
+        uow_factory: UnitOfWorkFactory,
+        dependencies: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.routing_keys = (subscription.event_type.routing_key,)
+        self._event_type = subscription.event_type
+        self._handler = inject(subscription.handler, dependencies)
+        self._uow_factory = uow_factory
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Run the handler and record the event as processed, in one transaction."""
+        async with self._uow_factory() as uow:
+            if await uow.session.get(ProcessedEvent, (self.name, envelope.id)) is not None:
+                return
+            await self._handler(envelope.open(self._event_type), uow=uow)
+            uow.session.add(
+                ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=uow.clock.now())
+            )
+            try:
+                await uow.commit()
+            except IntegrityError:
+                # A concurrent delivery of the same event committed first; ours is a duplicate.
+                log.info("event.duplicate", consumer=self.name, event_id=envelope.id)
+
+    async def dead_letter(self, envelope: Envelope, *, reason: str, attempts: int) -> None:
+        """Keep an event this consumer gave up on, with why, where operators can see it."""
+        async with self._uow_factory() as uow:
+            uow.session.add(
+                DeadLetter(
+                    consumer=self.name,
+                    event_id=envelope.id,
+                    routing_key=envelope.type,
+                    body=envelope.to_bytes().decode(),
+                    reason=reason[:2000],
+                    attempts=attempts,
+                    failed_at=uow.clock.now(),
+                )
+            )
+            await uow.commit()
+        log.error(
+            "event.dead_lettered",
+            consumer=self.name,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            attempts=attempts,
+        )
+
+
+def inject(handler: Handler, dependencies: dict[str, Any]) -> Handler:
+    """Bind the keyword-only dependencies a handler names (cosmicpython's bootstrap idiom)."""
+    code = handler.__code__
+    names = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    wanted = {name: dependencies[name] for name in names if name in dependencies}
+    return functools.partial(handler, **wanted)
+
+
+class Bus(Protocol):
+    """Carry envelopes from the outbox relay to consumers."""
+
+    async def connect(self) -> None:
+        """Open connections and declare what the adapter needs."""
+        ...
+
+    async def close(self) -> None:
+        """Stop consuming and close connections."""
+        ...
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Hand envelopes over durably; raise if any of them may not have arrived."""
+        ...
+
+    async def consume(self, consumer: Consumer) -> None:
+        """Start delivering matching envelopes to `consumer`."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the bus cannot be reached."""
+        ...
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Match an AMQP topic pattern: `*` is exactly one word, `#` is zero or more."""
+    words, keys = pattern.split("."), routing_key.split(".")
+
+    def match(i: int, j: int) -> bool:
+        if i == len(words):
+            return j == len(keys)
+        if words[i] == "#":
+            return any(match(i + 1, k) for k in range(j, len(keys) + 1))
+        return j < len(keys) and words[i] in ("*", keys[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+class InProcessBus:
+    """Deliver envelopes to consumers in this process.
+
+    `publish` returns only when every matching consumer has committed the event or dead-lettered
+    it, so the relay marks an outbox row published only then and a crash re-delivers it from the
+    outbox. Consumers run side by side, each retrying with exponential backoff.
+    """
+
+    def __init__(self, *, max_attempts: int = 5, backoff_seconds: float = 0.5) -> None:
+        self._consumers: list[Consumer] = []
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+
+    async def connect(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Forget the consumers."""
+        self._consumers.clear()
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def consume(self, consumer: Consumer) -> None:
+        """Register `consumer`."""
+        self._consumers.append(consumer)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Deliver each envelope to every matching consumer, in order per consumer."""
+        await asyncio.gather(*(self._feed(c, envelopes) for c in self._consumers))
+
+    async def _feed(self, consumer: Consumer, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            if any(topic_matches(key, envelope.type) for key in consumer.routing_keys):
+                await self._deliver(consumer, envelope)
+
+    async def _deliver(self, consumer: Consumer, envelope: Envelope) -> None:
+        reason = ""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await consumer.handle(envelope)
+                return
+            except Exception as exc:  # noqa: BLE001  (any handler failure is retried)
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "event.retry", consumer=consumer.name, event_id=envelope.id, attempt=attempt
+                )
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+        await consumer.dead_letter(envelope, reason=reason, attempts=self._max_attempts)

@@ -1,0 +1,31 @@
+"""What a bounded context offers the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from medcloud.platform.bus import Subscription
+
+Hook = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Context:
+    """A context's router, event subscriptions, migrations and lifecycle hooks.
+
+    Hooks and handlers name their dependencies as keyword-only parameters (`uow_factory`,
+    `settings`, `clock`, …); the composition root binds them.
+    """
+
+    name: str
+    router: APIRouter | None = None
+    subscriptions: Sequence[Subscription] = ()
+    migrations: Path | None = None
+    on_start: Sequence[Hook] = ()
+    """Run once when a server or worker starts (after migrations)."""
+    background: Sequence[Hook] = field(default_factory=tuple)
+    """Long-running loops started with the workers and cancelled at shutdown."""

@@ -1,0 +1,121 @@
+"""Engines, the declarative base every context's tables share, and column types that behave alike on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base; each context declares only its own tables on it."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone")
+        value = value.astimezone(dt.UTC)
+        # SQLite compares datetimes as text, so every value must share one zone-less form.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engines of one process: `writer` for use cases, `reader` for queries.
+
+    On SQLite every write transaction starts with BEGIN IMMEDIATE: a deferred transaction that
+    reads before it writes fails at once with SQLITE_BUSY when another writer got there first,
+    whereas an immediate one waits its turn. Queries keep plain deferred transactions so they
+    never queue behind writers. On PostgreSQL both are the same engine.
+    """
+
+    writer: AsyncEngine
+    reader: AsyncEngine
+
+    @property
+    def dialect(self) -> str:
+        """Name the SQL dialect in use (`sqlite` or `postgresql`)."""
+        return self.writer.dialect.name
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def create_database(url: str, *, pool_size: int = 10) -> Database:
+    """Build the engines for `url`, tuned for durability: WAL + synchronous=FULL on SQLite."""
+    if url.startswith("sqlite"):
+        writer = create_async_engine(url)
+        reader = create_async_engine(url)
+        _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
+        _configure_sqlite(reader, begin="BEGIN")
+        return Database(writer=writer, reader=reader)
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Synchronous commit is PostgreSQL's default; state it so no server setting weakens it.
+        connect_args={"server_settings": {"synchronous_commit": "on"}},
+    )
+    return Database(writer=engine, reader=engine)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+
+def sessionmakers(db: Database) -> tuple[async_sessionmaker[Any], async_sessionmaker[Any]]:
+    """Return (write, read) session factories that keep objects usable after commit."""
+    return (
+        async_sessionmaker(db.writer, expire_on_commit=False),
+        async_sessionmaker(db.reader, expire_on_commit=False),
+    )

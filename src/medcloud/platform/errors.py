@@ -1,0 +1,196 @@
+"""Domain errors, and their one mapping to RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_BASE = "https://medcloud.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One thing wrong with one field; `field` is a dotted path such as `readings.3.timestamp`."""
+
+    field: str
+    message: str
+
+
+class DomainError(Exception):
+    """A use case refused; subclasses say how the refusal maps to HTTP."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = tuple(errors)
+        self.headers = headers or {}
+
+
+class Invalid(DomainError):
+    """The request is well-formed but its content is not acceptable."""
+
+    status, slug, title = 422, "invalid", "Invalid request"
+
+
+class NotFound(DomainError):
+    """No such object, or none the caller may know of."""
+
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state."""
+
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class Unauthorized(DomainError):
+    """No valid credentials."""
+
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str = "valid credentials are required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(DomainError):
+    """Valid credentials, but not for this."""
+
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class TooLarge(DomainError):
+    """The request body exceeds the limit."""
+
+    status, slug, title = 413, "too-large", "Request body too large"
+
+
+class Unavailable(DomainError):
+    """A dependency is down or saturated; try again later."""
+
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    errors: Sequence[FieldError] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build an application/problem+json response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            body["request_id"] = request_id
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    # Body fields are named as in the document ("readings.3.timestamp"), the way services name
+    # them too; other parts keep their prefix ("query.limit", "path.device_id").
+    parts = list(loc[1:] if loc[:1] == ("body",) and len(loc) > 1 else loc)
+    return ".".join(str(part) for part in parts)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)  # noqa: S101  (registered for DomainError only)
+    return problem_response(
+        status=exc.status,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        request=request,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    raw = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in raw):
+        return problem_response(
+            status=400,
+            slug="malformed-json",
+            title="Malformed JSON",
+            detail="the request body is not valid JSON",
+            request=request,
+            errors=[FieldError("body", str(raw[0].get("msg", "invalid JSON")))],
+        )
+    errors = [FieldError(_field_path(e.get("loc", ())), str(e.get("msg", ""))) for e in raw]
+    return problem_response(
+        status=422,
+        slug="invalid",
+        title="Invalid request",
+        detail=f"{len(errors)} field(s) are invalid: " + ", ".join(e.field for e in errors[:5]),
+        request=request,
+        errors=errors,
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    slugs = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 413: "too-large"}
+    return problem_response(
+        status=exc.status_code,
+        slug=slugs.get(exc.status_code, "http-error"),
+        title=str(exc.detail) if exc.status_code != 404 else "Not found",
+        detail=str(exc.detail),
+        request=request,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("request.failed", error=type(exc).__name__)
+    return problem_response(
+        status=500,
+        slug="internal",
+        title="Internal error",
+        detail="the server failed; the request id identifies it in the logs",
+        request=request,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to problem+json."""
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

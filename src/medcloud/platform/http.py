@@ -1,0 +1,120 @@
+"""FastAPI dependencies: the only place the framework meets the runtime (`UowDep`, `Authorize`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medcloud.config import Settings
+from medcloud.platform.clock import Clock
+from medcloud.platform.errors import Forbidden, Unauthorized
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.policy import Action, authorize
+from medcloud.platform.runtime import Runtime
+from medcloud.platform.security import (
+    DEVICE_TOKEN_PREFIX,
+    DevicePrincipal,
+    Principal,
+    UserPrincipal,
+    hash_device_token,
+)
+from medcloud.platform.uow import UnitOfWork
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_runtime(request: Request) -> Runtime:
+    """Return the process runtime the app was started with."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_uow(runtime: RuntimeDep) -> UnitOfWork:
+    """Return a fresh unit of work; the service enters and commits it."""
+    return runtime.uow()
+
+
+async def get_query_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """Yield a read-only session for queries."""
+    async with runtime.read_sessions() as session:
+        yield session
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    """Return the settings."""
+    return runtime.settings
+
+
+def get_clock(runtime: RuntimeDep) -> Clock:
+    """Return the clock."""
+    return runtime.clock
+
+
+def get_metrics(runtime: RuntimeDep) -> Metrics:
+    """Return the metrics."""
+    return runtime.metrics
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+QueryDep = Annotated[AsyncSession, Depends(get_query_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def current_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the bearer token as a device or a user."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    token = credentials.credentials
+    if token.startswith(DEVICE_TOKEN_PREFIX):
+        return await _device_principal(runtime, token)
+    return runtime.tokens.verify(token)
+
+
+async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:
+    token_hash = hash_device_token(token)
+    key = f"device-token:{token_hash}"
+    cached = await runtime.cache.get(key)
+    if cached is not None:
+        data = orjson.loads(cached)
+        return DevicePrincipal(data["id"], data["organisation_id"], data["patient_id"])
+    device = await runtime.devices.by_token_hash(token_hash)
+    if device is None:
+        raise Unauthorized("unknown device token")
+    await runtime.cache.set(
+        key,
+        orjson.dumps(
+            {"id": device.id, "organisation_id": device.organisation_id,
+             "patient_id": device.patient_id}
+        ),
+        ttl_seconds=runtime.settings.device_cache_seconds,
+    )
+    return DevicePrincipal(device.id, device.organisation_id, device.patient_id)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def Authorize(action: Action) -> Any:  # noqa: N802  (reads as a type in `Annotated`)
+    """`Annotated` metadata for a user allowed by the policy to perform `action`."""
+
+    async def dependency(principal: CurrentPrincipal) -> UserPrincipal:
+        authorize(principal, action)
+        if not isinstance(principal, UserPrincipal):
+            raise Forbidden("this needs a user, not a device")
+        return principal
+
+    dependency.__name__ = f"authorize_{action.name.lower()}"
+    return Depends(dependency)

@@ -1,0 +1,49 @@
+"""Prometheus metrics, one registry per process (so tests can build several apps side by side)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric medcloud exposes on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "endpoint", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration by method and route template.",
+            ["method", "endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.active_devices = Gauge(
+            "active_devices_total",
+            "Devices that reported within the active window.",
+            registry=r,
+        )
+        self.readings_ingested = Counter(
+            "readings_ingested_total", "Readings stored.", ["transport"], registry=r
+        )
+        self.readings_rejected = Counter(
+            "readings_rejected_total",
+            "Readings refused, by reason.",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.alerts_raised = Counter(
+            "alerts_raised_total", "Alerts raised, by rule.", ["rule"], registry=r
+        )
+        self.events_published = Counter(
+            "bus_events_published_total", "Events relayed from the outbox to the bus.", registry=r
+        )
+        self.outbox_pending = Gauge(
+            "bus_outbox_pending", "Committed events not yet published (bus lag).", registry=r
+        )

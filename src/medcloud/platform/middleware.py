@@ -1,0 +1,146 @@
+"""Edge middleware as one plain ASGI layer: request id, version header, body limit, metrics, logs.
+
+Written against ASGI directly rather than as BaseHTTPMiddleware because it sits on the hot path
+of every reading and must not buffer bodies or spawn tasks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medcloud.platform.errors import PROBLEM_BASE, PROBLEM_JSON
+from medcloud.platform.metrics import Metrics
+
+log = structlog.get_logger("medcloud.http")
+
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised inside `receive` when a streamed body passes the limit.
+
+    An HTTPException, so that FastAPI's body parsing lets it through as a 413 rather than
+    turning it into a generic 400.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(413, "the request body exceeds the size limit")
+
+
+class EdgeMiddleware:
+    """Stamp, limit, measure and log every HTTP request."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, version: str, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.version = version.encode()
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        extra_headers = [(b"x-request-id", request_id.encode()), (b"x-service-version", self.version)]
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        declared = _content_length(scope)
+        try:
+            if declared is not None and declared > self.max_body:
+                raise BodyTooLarge
+            await self.app(scope, self._limited(receive), send_wrapper)
+        except BodyTooLarge:
+            if started:
+                raise
+            status = 413
+            await _problem(send_wrapper, 413, "too-large", "Request body too large",
+                           f"the body exceeds the limit of {self.max_body} bytes")
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            elapsed = time.perf_counter() - start
+            self.metrics.http_requests.labels(method, endpoint, str(status)).inc()
+            self.metrics.http_duration.labels(method, endpoint).observe(elapsed)
+            # Route templates, never raw paths or bodies: logs must carry no patient data.
+            log.info(
+                "http.request",
+                request_id=request_id,
+                method=method,
+                endpoint=endpoint,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        return limited_receive
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            # Echo only ids that are safe to put in logs and headers.
+            if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
+                return candidate
+    return str(uuid.uuid4())
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _problem(send: Send, status: int, slug: str, title: str, detail: str) -> None:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status,
+                            "detail": detail}
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,153 @@
+"""The outbox relay: publishes committed events, then marks them published.
+
+Rows are claimed with a conditional update that sets a lease (Healthchecks' claim idiom), so any
+number of relays can run side by side, none holds a transaction open while it publishes, and rows
+claimed by a relay that died are taken over when the lease runs out. A crash between publish and
+mark publishes an event twice; consumers recognise the second copy by its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from medcloud.platform.bus import Bus
+from medcloud.platform.clock import Clock
+from medcloud.platform.events import Envelope
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.models import OutboxMessage
+
+log = structlog.get_logger(__name__)
+
+PUBLISHED_RETENTION = dt.timedelta(days=1)
+
+
+class OutboxRelay:
+    """Move events from the outbox table onto the bus."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        clock: Clock,
+        metrics: Metrics,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+        claim_seconds: float = 30.0,
+    ) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._clock = clock
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._claim = dt.timedelta(seconds=claim_seconds)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for new rows now rather than at the next poll (called after each local commit)."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Claim, publish and mark one batch; return how many events were published."""
+        claimed = await self._claim_batch()
+        if not claimed:
+            return 0
+        positions = [position for position, _ in claimed]
+        try:
+            await self._bus.publish([Envelope.from_bytes(body) for _, body in claimed])
+        except Exception:
+            await self._release(positions)
+            raise
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.position.in_(positions))
+                .values(published_at=self._clock.now(), claimed_until=None)
+            )
+        self._metrics.events_published.inc(len(positions))
+        return len(positions)
+
+    async def _claim_batch(self) -> Sequence[tuple[int, str]]:
+        now = self._clock.now()
+        candidates = (
+            select(OutboxMessage.position)
+            .where(
+                OutboxMessage.published_at.is_(None),
+                (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now),
+            )
+            .order_by(OutboxMessage.position)
+            .limit(self._batch_size)
+        )
+        async with self._sessions() as session, session.begin():
+            if session.bind.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.position.in_(candidates.scalar_subquery()))
+                .values(claimed_until=now + self._claim)
+                .returning(OutboxMessage.position, OutboxMessage.body)
+            )
+            rows = sorted((position, body) for position, body in result.tuples())
+        return rows
+
+    async def _release(self, positions: list[int]) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.position.in_(positions))
+                .values(claimed_until=None)
+            )
+
+    async def pending(self) -> int:
+        """Count events not yet published (the bus lag)."""
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count()).where(OutboxMessage.published_at.is_(None))
+            )
+        return int(count or 0)
+
+    async def purge(self) -> None:
+        """Delete rows published longer ago than the retention period."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.published_at < self._clock.now() - PUBLISHED_RETENTION
+                )
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set, backing off while the bus or database is unavailable."""
+        failures = 0
+        cycles = 0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                while await self.relay_once() == self._batch_size and not stop.is_set():
+                    pass
+                cycles += 1
+                if cycles % 120 == 1:
+                    self._metrics.outbox_pending.set(await self.pending())
+                    await self.purge()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001  (keep relaying once the fault clears)
+                failures += 1
+                log.warning("outbox.relay_failed", error=type(exc).__name__, failures=failures)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            await _wait_any(self._wake, stop, timeout=self._poll_seconds)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

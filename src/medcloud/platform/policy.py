@@ -1,0 +1,66 @@
+"""The access policy: one place that answers "may this principal do this?".
+
+Routes declare the action they perform (`Authorize(Action.READINGS_READ)`); services then keep
+every query inside the principal's organisation, so an object of another organisation is
+indistinguishable from one that does not exist (404).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from medcloud.platform.errors import Forbidden, NotFound
+from medcloud.platform.security import DevicePrincipal, Principal, Role, UserPrincipal
+
+
+class Action(StrEnum):
+    """Everything a principal can ask to do."""
+
+    DEVICE_REGISTER = "device:register"
+    DEVICE_READ = "device:read"
+    READINGS_WRITE = "readings:write"
+    READINGS_READ = "readings:read"
+    ALERTS_READ = "alerts:read"
+    OPERATIONS_READ = "operations:read"
+    PROFILE_READ = "profile:read"
+
+
+CLINICAL = {Action.READINGS_READ, Action.ALERTS_READ, Action.DEVICE_READ, Action.PROFILE_READ}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.ADMIN: frozenset(Action) - {Action.READINGS_WRITE},
+    Role.CLINICIAN: frozenset(CLINICAL),
+    Role.NURSE: frozenset(CLINICAL),
+    Role.TECHNICIAN: frozenset({Action.DEVICE_REGISTER, Action.DEVICE_READ, Action.PROFILE_READ}),
+    Role.AUDITOR: frozenset({Action.PROFILE_READ}),
+}
+
+DEVICE_PERMISSIONS = frozenset({Action.READINGS_WRITE})
+
+
+def allowed(principal: Principal, action: Action) -> bool:
+    """Tell whether `principal` may perform `action` at all."""
+    if isinstance(principal, DevicePrincipal):
+        return action in DEVICE_PERMISSIONS
+    return action in ROLE_PERMISSIONS[principal.role]
+
+
+def authorize(principal: Principal, action: Action) -> None:
+    """Raise Forbidden unless `principal` may perform `action`."""
+    if not allowed(principal, action):
+        raise Forbidden(f"not permitted: {action.value}")
+
+
+def authorize_device_write(principal: Principal, device_id: str) -> DevicePrincipal:
+    """Let a device write only its own data."""
+    authorize(principal, Action.READINGS_WRITE)
+    assert isinstance(principal, DevicePrincipal)  # noqa: S101  (only devices hold that right)
+    if principal.device_id != device_id:
+        raise Forbidden("a device may only send its own data")
+    return principal
+
+
+def ensure_same_organisation(principal: UserPrincipal, organisation_id: str, what: str) -> None:
+    """Answer 404 for objects outside the principal's organisation, as if they did not exist."""
+    if principal.organisation_id != organisation_id:
+        raise NotFound(f"{what} not found")

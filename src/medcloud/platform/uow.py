@@ -1,0 +1,89 @@
+"""The unit of work: one transaction per use case, with its events written to the outbox in it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from medcloud.platform.clock import Clock
+from medcloud.platform.events import Envelope, Event
+from medcloud.platform.models import OutboxMessage
+
+
+class UnitOfWork:
+    """Open a transaction; `commit()` writes the collected events to the outbox and commits.
+
+    Leaving the block without `commit()` rolls everything back, events included.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Clock,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._on_commit = on_commit
+        self.clock = clock
+        self._events: list[Event] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session of this transaction."""
+        if self._session is None:
+            raise RuntimeError("use the unit of work inside `async with`")
+        return self._session
+
+    @property
+    def dialect(self) -> str:
+        """Name the SQL dialect of this transaction."""
+        return self.session.bind.dialect.name
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self._sessions()
+        self._events = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self.session, None
+        # close() rolls back whatever was not committed and detaches loaded objects without
+        # expiring them, so a use case may still read what it loaded after leaving the block.
+        await session.close()
+
+    def publish(self, event: Event) -> None:
+        """Have `event` leave through the outbox if, and only if, this transaction commits."""
+        self._events.append(event)
+
+    async def commit(self) -> None:
+        """Write pending events to the outbox and commit the whole transaction."""
+        if self._events:
+            now = self.clock.now()
+            rows: list[dict[str, Any]] = []
+            for event in self._events:
+                envelope = Envelope.wrap(event, occurred_at=now)
+                rows.append(
+                    {
+                        "event_id": envelope.id,
+                        "routing_key": envelope.type,
+                        "body": envelope.to_bytes().decode(),
+                        "created_at": now,
+                    }
+                )
+            await self.session.execute(insert(OutboxMessage), rows)
+            self._events = []
+        await self.session.commit()
+        self._on_commit()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import importlib
 from collections.abc import Coroutine, Iterable, Sequence
@@ -127,7 +128,7 @@ class Lifecycle:
                 runtime.database, [c.migrations for c in load_contexts() if c.migrations]
             )
         await runtime.bus.connect()
-        dependencies = runtime.dependencies()
+        dependencies = runtime.dependencies() | {"stop": self._stop}
         for context in self.contexts:
             for hook in context.on_start:
                 await inject(hook, dependencies)()
@@ -144,15 +145,19 @@ class Lifecycle:
                     )
                 )
             for loop in context.background:
-                self._spawn(_supervised(loop, dependencies), loop.__name__)
+                self._spawn(_supervised(loop, dependencies, self._stop), loop.__name__)
         self._spawn(runtime.relay.run(self._stop), "outbox-relay")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
 
-    async def stop(self) -> None:
-        """Stop loops, then close the bus, cache and database."""
+    async def stop(self, *, grace_seconds: float = 10.0) -> None:
+        """Let the relay finish its batch, stop the loops, then close bus, cache and database."""
         self._stop.set()
+        # Cancelling a handler mid-transaction would leave its connection half-closed; the relay
+        # notices the stop signal between batches, so give it the chance to get there.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,14 +167,12 @@ class Lifecycle:
         await self.runtime.database.dispose()
 
 
-async def _supervised(loop: Hook, dependencies: dict[str, Any]) -> None:
-    """Run a background loop forever, restarting it after a failure."""
-    while True:
+async def _supervised(loop: Hook, dependencies: dict[str, Any], stop: asyncio.Event) -> None:
+    """Run a background loop until `stop`, restarting it after a failure."""
+    while not stop.is_set():
         try:
             await inject(loop, dependencies)()
-            return
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001  (a loop must outlive a passing fault)
             log.warning("background.failed", loop=loop.__name__, error=type(exc).__name__)
-            await asyncio.sleep(5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 
@@ -91,15 +92,17 @@ async def refresh_active_devices(
     metrics: Metrics,
     clock: Clock,
     settings: Settings,
+    stop: asyncio.Event,
     interval_seconds: float = 5.0,
 ) -> None:
-    """Keep the `active_devices_total` gauge current."""
+    """Keep the `active_devices_total` gauge current until `stop` is set."""
     window = dt.timedelta(seconds=settings.active_device_window_seconds)
-    while True:
+    while not stop.is_set():
         async with read_sessions() as session:
             count = await repository.count_seen_since(session, clock.now() - window)
         metrics.active_devices.set(count)
-        await asyncio.sleep(interval_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_seconds)
 
 
 def _read(device: Device) -> DeviceRead:

@@ -25,7 +25,7 @@ async def insert_new(
         .returning(Reading.type, Reading.value, Reading.timestamp)
     )
     result = await session.execute(statement, list(rows))
-    return [(t, v, ts) for t, v, ts in result.tuples()]
+    return [(t, v, ts) for t, v, ts in result.all()]
 
 
 async def page(

@@ -94,7 +94,7 @@ class OutboxRelay:
                 .values(claimed_until=now + self._claim)
                 .returning(OutboxMessage.position, OutboxMessage.body)
             )
-            rows = sorted((position, body) for position, body in result.tuples())
+            rows = sorted((position, body) for position, body in result.all())
         return rows
 
     async def _release(self, positions: list[int]) -> None:

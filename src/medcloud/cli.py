@@ -1,0 +1,174 @@
+"""The `medcloud` command: serve, worker, migrate, demo, simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from medcloud.bootstrap import ALL_CONTEXTS
+
+app = typer.Typer(help="medcloud: a cloud platform for connected medical devices.", no_args_is_help=True)
+console = Console(stderr=True)
+
+ContextsOpt = Annotated[
+    str, typer.Option(help="Comma-separated contexts to run, e.g. 'ingest' or 'analytics,devices'.")
+]
+
+
+def _contexts(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ALL_CONTEXTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown context(s) {unknown}; known: {', '.join(ALL_CONTEXTS)}")
+    return names
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    contexts: ContextsOpt = ",".join(ALL_CONTEXTS),
+    workers: Annotated[
+        bool, typer.Option(help="Also run the contexts' consumers and the outbox relay.")
+    ] = True,
+) -> None:
+    """Serve the HTTP API (embedded by default: SQLite and the in-process bus)."""
+    import uvicorn
+
+    from medcloud.app import create_app
+    from medcloud.config import Settings
+    from medcloud.platform.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    application = create_app(settings, _contexts(contexts), workers=workers)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+@app.command()
+def worker(contexts: ContextsOpt = ",".join(ALL_CONTEXTS)) -> None:
+    """Run the contexts' event consumers and the outbox relay, without HTTP."""
+    from medcloud.bootstrap import Lifecycle, bootstrap, load_contexts
+    from medcloud.config import Settings
+    from medcloud.platform.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        lifecycle = Lifecycle(bootstrap(settings), load_contexts(_contexts(contexts)))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await lifecycle.start(migrate_first=settings.migrate_on_start, workers=True)
+        console.print("[green]worker running[/green]")
+        try:
+            await stop.wait()
+        finally:
+            await lifecycle.stop()
+
+    asyncio.run(run())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every context's database migrations."""
+    from medcloud.bootstrap import bootstrap, load_contexts
+    from medcloud.config import Settings
+    from medcloud.platform.migrate import migrate as apply
+
+    settings = Settings()
+
+    async def run() -> None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        runtime = bootstrap(settings)
+        try:
+            await apply(runtime.database, [c.migrations for c in load_contexts() if c.migrations])
+        finally:
+            await runtime.database.dispose()
+
+    asyncio.run(run())
+    console.print("[green]database is up to date[/green]")
+
+
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="Base URL of a medcloud deployment.")] = "http://127.0.0.1:8000",
+    devices: Annotated[int, typer.Option(min=1, help="Devices to simulate.")] = 5,
+    rate: Annotated[float, typer.Option(min=0.01, help="Readings per second per device.")] = 1.0,
+    seconds: Annotated[float, typer.Option(help="Stop after this long; 0 runs until Ctrl-C.")] = 0,
+    abnormal: Annotated[float, typer.Option(help="Chance per reading of an abnormal episode.")] = 0.02,
+    admin_email: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_EMAIL")] = "",
+    admin_password: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_PASSWORD")] = "",
+) -> None:
+    """Register a fleet of simulated monitors and stream vitals to a deployment."""
+    import httpx
+
+    from medcloud import simulator
+
+    if not admin_email or not admin_password:
+        raise typer.BadParameter("give --admin-email and --admin-password (or MEDCLOUD_ADMIN_*)")
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=min(devices, 200))
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            token = await simulator.admin_token(client, admin_email, admin_password)
+            fleet = await simulator.register_fleet(client, token, devices)
+            console.print(f"registered {len(fleet)} devices; streaming {rate:g} readings/s each")
+            stats = await simulator.stream(
+                client, fleet, rate=rate, seconds=seconds or None, abnormal_probability=abnormal
+            )
+            console.print(f"sent {stats.sent}, accepted {stats.accepted}, failed {stats.failed}")
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8000,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated monitors.")] = 3,
+    seconds: Annotated[float, typer.Option(help="Stop after this long; 0 runs until Ctrl-C.")] = 0,
+    var_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path("var/demo"),
+) -> None:
+    """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
+    from medcloud.demo import run_demo
+
+    if var_dir.exists():
+        shutil.rmtree(var_dir)
+    password = secrets.token_urlsafe(12)
+    os.environ.setdefault("MEDCLOUD_LOG_LEVEL", "WARNING")
+    started = time.monotonic()
+    asyncio.run(
+        run_demo(
+            port=port,
+            devices=devices,
+            seconds=seconds or None,
+            var_dir=var_dir,
+            admin_email="admin@demo.medcloud",
+            admin_password=password,
+            console=console,
+            started=started,
+        )
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,84 @@
+"""Shared fixtures: a medcloud app per test, on the embedded default or on the real services.
+
+With MEDCLOUD_TEST_SERVICES=1 every integration test also runs against PostgreSQL, RabbitMQ and
+Redis, and a service that cannot be reached fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from medcloud.config import BusSettings, Settings
+from tests.support import services
+
+SERVICES = os.environ.get("MEDCLOUD_TEST_SERVICES") == "1"
+ADMIN_EMAIL = "alice.admin@stmary.example"
+ADMIN_PASSWORD = "alice-admin-passphrase"
+
+BACKENDS = ["embedded", pytest.param("services", marks=pytest.mark.services)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SERVICES:
+        return
+    skip = pytest.mark.skip(reason="set MEDCLOUD_TEST_SERVICES=1 to run against the real services")
+    for item in items:
+        if "services" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> Iterator[services.ServiceUrls]:
+    """Check the real services once per run; fail loudly when one is missing."""
+    urls = services.ServiceUrls.from_env()
+    services.require(urls)
+    yield urls
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which deployment shape the test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Settings]:
+    """Settings for one isolated deployment: its own database, exchange and queues."""
+    base = Settings(
+        var_dir=tmp_path / "var",
+        bootstrap_admin_email=ADMIN_EMAIL,
+        bootstrap_admin_password=ADMIN_PASSWORD,  # type: ignore[arg-type]
+        bus=BusSettings(retry_backoff_seconds=0.05, relay_poll_seconds=0.1),
+    )
+    if backend == "embedded":
+        yield base
+        return
+    urls: services.ServiceUrls = request.getfixturevalue("service_urls")
+    name = f"medcloud_t_{uuid.uuid4().hex[:12]}"
+    database_url = await services.create_database(urls, name)
+    tagged = base.model_copy(
+        update={
+            "database_url": database_url,
+            "bus_url": urls.amqp,
+            "redis_url": urls.redis,
+            "bus": base.bus.model_copy(update={"exchange": f"{name}.x", "queue_prefix": name}),
+        }
+    )
+    try:
+        yield tagged
+    finally:
+        await services.drop_database(urls, name)
+        await services.delete_rabbit_objects(urls, name)
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    return asyncio.DefaultEventLoopPolicy()

@@ -55,7 +55,7 @@ async def settings(
     base = Settings(
         var_dir=tmp_path / "var",
         bootstrap_admin_email=ADMIN_EMAIL,
-        bootstrap_admin_password=ADMIN_PASSWORD,  # type: ignore[arg-type]
+        bootstrap_admin_password=ADMIN_PASSWORD,
         bus=BusSettings(retry_backoff_seconds=0.05, relay_poll_seconds=0.1),
     )
     if backend == "embedded":

@@ -52,7 +52,7 @@ def bootstrap(
     clock = clock or SystemClock()
     database = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     write_sessions, read_sessions = sessionmakers(database)
-    bus = bus or _bus(settings)
+    bus = bus or create_bus(settings)
     metrics = Metrics()
     keys = (
         TokenKeys.from_pem(settings.jwt_private_key.get_secret_value())
@@ -90,7 +90,8 @@ def bootstrap(
     )
 
 
-def _bus(settings: Settings) -> Bus:
+def create_bus(settings: Settings) -> Bus:
+    """Build the bus adapter the settings name."""
     if settings.bus_url.startswith("memory"):
         return InProcessBus(
             max_attempts=settings.bus.max_attempts,
@@ -124,9 +125,7 @@ class Lifecycle:
         runtime = self.runtime
         runtime.settings.var_dir.mkdir(parents=True, exist_ok=True)
         if migrate_first:
-            await migrate(
-                runtime.database, [c.migrations for c in load_contexts() if c.migrations]
-            )
+            await migrate(runtime.database, [c.migrations for c in load_contexts() if c.migrations])
         await runtime.bus.connect()
         dependencies = runtime.dependencies() | {"stop": self._stop}
         for context in self.contexts:

@@ -16,7 +16,9 @@ from rich.console import Console
 
 from medcloud.bootstrap import ALL_CONTEXTS
 
-app = typer.Typer(help="medcloud: a cloud platform for connected medical devices.", no_args_is_help=True)
+app = typer.Typer(
+    help="medcloud: a cloud platform for connected medical devices.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 ContextsOpt = Annotated[
@@ -111,11 +113,15 @@ def migrate() -> None:
 
 @app.command()
 def simulate(
-    url: Annotated[str, typer.Option(help="Base URL of a medcloud deployment.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str, typer.Option(help="Base URL of a medcloud deployment.")
+    ] = "http://127.0.0.1:8000",
     devices: Annotated[int, typer.Option(min=1, help="Devices to simulate.")] = 5,
     rate: Annotated[float, typer.Option(min=0.01, help="Readings per second per device.")] = 1.0,
     seconds: Annotated[float, typer.Option(help="Stop after this long; 0 runs until Ctrl-C.")] = 0,
-    abnormal: Annotated[float, typer.Option(help="Chance per reading of an abnormal episode.")] = 0.02,
+    abnormal: Annotated[
+        float, typer.Option(help="Chance per reading of an abnormal episode.")
+    ] = 0.02,
     admin_email: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_EMAIL")] = "",
     admin_password: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_PASSWORD")] = "",
 ) -> None:
@@ -146,7 +152,9 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8000,
     devices: Annotated[int, typer.Option(min=1, help="Simulated monitors.")] = 3,
     seconds: Annotated[float, typer.Option(help="Stop after this long; 0 runs until Ctrl-C.")] = 0,
-    var_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path("var/demo"),
+    var_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
+        "var/demo"
+    ),
 ) -> None:
     """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
     from medcloud.demo import run_demo
@@ -164,7 +172,6 @@ def demo(
             var_dir=var_dir,
             admin_email="admin@demo.medcloud",
             admin_password=password,
-            console=console,
             started=started,
         )
     )

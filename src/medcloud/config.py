@@ -38,6 +38,15 @@ class BusSettings(BaseModel):
     """Unacknowledged messages a RabbitMQ consumer holds at once."""
 
 
+class AuditSettings(BaseModel):
+    """The tamper-evident audit log."""
+
+    signing_key: SecretStr | None = None
+    """PEM Ed25519 key that signs checkpoints; empty means a key file in `var_dir`."""
+    checkpoint_every: int = 1000
+    """Entries between two signed checkpoints."""
+
+
 class Settings(BaseSettings):
     """medcloud settings, read from `MEDCLOUD_*` environment variables (nested with `__`)."""
 
@@ -94,6 +103,8 @@ class Settings(BaseSettings):
     """Built-in alert rule thresholds."""
     bus: BusSettings = Field(default_factory=BusSettings)
     """Event delivery tuning."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """Audit log signing and checkpoints."""
 
     @property
     def resolved_database_url(self) -> str:

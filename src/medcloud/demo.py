@@ -28,7 +28,6 @@ async def run_demo(
     var_dir: Path,
     admin_email: str,
     admin_password: str,
-    console: Console,
     started: float,
 ) -> None:
     """Run the demo until `seconds` pass or the server is stopped."""
@@ -64,7 +63,11 @@ async def run_demo(
         out.print(f"  streaming vitals from {len(fleet)} simulated monitors, 1 reading/s each\n")
         streaming = asyncio.create_task(
             simulator.stream(
-                client, fleet, rate=1.0, seconds=seconds, abnormal_probability=0.01,
+                client,
+                fleet,
+                rate=1.0,
+                seconds=seconds,
+                abnormal_probability=0.01,
                 first_episode_after=10.0,
             )
         )
@@ -102,7 +105,10 @@ async def _report(
         table.add_row(
             device.serial_number,
             items[0]["timestamp"][11:19],
-            *(f"{latest.get(name, '')}" for name in ("heart_rate", "spo2", "respiratory_rate", "temperature")),
+            *(
+                f"{latest.get(name, '')}"
+                for name in ("heart_rate", "spo2", "respiratory_rate", "temperature")
+            ),
         )
     out.print(table)
     alerts = (await client.get("/api/v1/alerts", params={"limit": 50}, headers=headers)).json()

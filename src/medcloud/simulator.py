@@ -132,7 +132,7 @@ async def stream(
     interval = 1.0 / rate
 
     async def run(index: int, device: SimulatedDevice) -> None:
-        rng = random.Random(None if seed is None else seed + index)
+        rng = random.Random(None if seed is None else seed + index)  # noqa: S311  (simulation)
         vitals = Vitals.baseline(rng)
         headers = {"Authorization": f"Bearer {device.token}"}
         forced = first_episode_after is not None and index == 0
@@ -152,7 +152,9 @@ async def stream(
                 response = await client.post(
                     f"/api/v1/devices/{device.id}/data", json=payload, headers=headers
                 )
-                stats.statuses[response.status_code] = stats.statuses.get(response.status_code, 0) + 1
+                stats.statuses[response.status_code] = (
+                    stats.statuses.get(response.status_code, 0) + 1
+                )
                 if response.status_code in (200, 201, 202):
                     stats.accepted += 1
                 else:

@@ -13,7 +13,12 @@ async def test_a_single_reading_is_stored_and_listed_newest_first(api: Api, alic
     assert (await api.send(device, reading(earlier, heart_rate=70))).status_code == 201
     response = await api.send(device, reading(heart_rate=72, spo2=97))
     assert response.status_code == 201
-    assert response.json() == {"device_id": device["id"], "accepted": 2, "stored": 2, "duplicates": 0}
+    assert response.json() == {
+        "device_id": device["id"],
+        "accepted": 2,
+        "stored": 2,
+        "duplicates": 0,
+    }
 
     items = await api.readings(alice, device["id"])
     assert [(i["type"], i["value"]) for i in items][-1] == ("heart_rate", 70)

@@ -66,7 +66,9 @@ def require(urls: ServiceUrls) -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         missing = pool.submit(asyncio.run, check()).result()
     if missing:
-        pytest.fail("MEDCLOUD_TEST_SERVICES=1 but unreachable: " + "; ".join(missing), pytrace=False)
+        pytest.fail(
+            "MEDCLOUD_TEST_SERVICES=1 but unreachable: " + "; ".join(missing), pytrace=False
+        )
 
 
 async def create_database(urls: ServiceUrls, name: str) -> str:

@@ -11,13 +11,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.analytics.models import Alert
+from medcloud.platform.db import dialect_name
 
 
 async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Insert alerts not raised before; return the ids of those inserted."""
     if not rows:
         return set()
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
     statement = (
         insert(Alert)
         .on_conflict_do_nothing(
@@ -44,7 +45,9 @@ async def page(
     if after is not None:
         raised_at, alert_id = after
         query = query.where(
-            or_(Alert.raised_at < raised_at, and_(Alert.raised_at == raised_at, Alert.id < alert_id))
+            or_(
+                Alert.raised_at < raised_at, and_(Alert.raised_at == raised_at, Alert.id < alert_id)
+            )
         )
     query = query.order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit)
     return (await session.scalars(query)).all()

@@ -30,10 +30,20 @@ class Breach:
 def threshold_rules(settings: AlertSettings) -> tuple[Rule, ...]:
     """Return the built-in threshold rules, with thresholds from settings."""
     return (
-        Rule("heart_rate_low", "heart_rate", settings.heart_rate_low, "high",
-             lambda value, limit: value < limit),
-        Rule("heart_rate_high", "heart_rate", settings.heart_rate_high, "high",
-             lambda value, limit: value > limit),
+        Rule(
+            "heart_rate_low",
+            "heart_rate",
+            settings.heart_rate_low,
+            "high",
+            lambda value, limit: value < limit,
+        ),
+        Rule(
+            "heart_rate_high",
+            "heart_rate",
+            settings.heart_rate_high,
+            "high",
+            lambda value, limit: value > limit,
+        ),
     )
 
 

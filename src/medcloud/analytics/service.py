@@ -55,7 +55,9 @@ async def raise_alerts(
                 )
             )
             metrics.alerts_raised.labels(row["rule"]).inc()
-            log.info("alert.raised", alert_id=row["id"], rule=row["rule"], device_id=row["device_id"])
+            log.info(
+                "alert.raised", alert_id=row["id"], rule=row["rule"], device_id=row["device_id"]
+            )
     return len(inserted)
 
 

@@ -59,7 +59,9 @@ async def register_device(
     return DeviceRegistered(**_read(device).model_dump(), token=token)
 
 
-async def get_device(*, session: AsyncSession, principal: UserPrincipal, device_id: str) -> DeviceRead:
+async def get_device(
+    *, session: AsyncSession, principal: UserPrincipal, device_id: str
+) -> DeviceRead:
     """Return a device of the principal's organisation."""
     device = await repository.get(session, device_id)
     if device is None or device.organisation_id != principal.organisation_id:
@@ -72,7 +74,9 @@ async def list_devices(
 ) -> DevicePage:
     """Return one page of the organisation's devices, newest first."""
     after = decode_cursor(cursor) if cursor else None
-    devices = await repository.page(session, principal.organisation_id, limit=limit + 1, after=after)
+    devices = await repository.page(
+        session, principal.organisation_id, limit=limit + 1, after=after
+    )
     items = [_read(device) for device in devices[:limit]]
     next_cursor = None
     if len(devices) > limit:
@@ -115,4 +119,3 @@ def _read(device: Device) -> DeviceRead:
         created_at=device.created_at,
         last_seen_at=device.last_seen_at,
     )
-

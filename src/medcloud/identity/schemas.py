@@ -11,7 +11,7 @@ class TokenRead(BaseModel):
     """An issued access token (OAuth2 token response)."""
 
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105  (the OAuth2 token type, not a secret)
     expires_in: int
 
 

@@ -22,9 +22,7 @@ from medcloud.platform.security import UserPrincipal
 router = APIRouter(prefix="/api/v1/devices", tags=["ingest"])
 
 
-@router.post(
-    "/{device_id}/data", response_model=IngestResult, status_code=status.HTTP_201_CREATED
-)
+@router.post("/{device_id}/data", response_model=IngestResult, status_code=status.HTTP_201_CREATED)
 async def ingest_readings(
     device_id: str,
     body: ReadingsIn,

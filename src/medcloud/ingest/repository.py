@@ -11,14 +11,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.ingest.models import Reading
+from medcloud.platform.db import dialect_name
 
 
 async def insert_new(
     session: AsyncSession, rows: Sequence[dict[str, Any]]
 ) -> list[tuple[str, float, dt.datetime]]:
     """Insert readings, skipping any already stored; return (type, value, timestamp) of new ones."""
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
     statement = (
         insert(Reading)
         .on_conflict_do_nothing(index_elements=["device_id", "type", "timestamp"])

@@ -92,8 +92,15 @@ async def ingest_readings(
     async with uow:
         stored = await repository.insert_new(uow.session, list(unique.values()))
         if stored:
-            uow.publish(_collected(device.organisation_id, device.device_id, device.patient_id,
-                                   stored, received_at=now))
+            uow.publish(
+                _collected(
+                    device.organisation_id,
+                    device.device_id,
+                    device.patient_id,
+                    stored,
+                    received_at=now,
+                )
+            )
         await uow.commit()
     metrics.readings_ingested.labels(transport).inc(len(stored))
     return IngestResult(
@@ -147,8 +154,10 @@ async def list_readings(
     if cursor:
         timestamp, key = decode_cursor(cursor)
         if not key.isdigit():
-            raise Invalid("the cursor is not one this server issued",
-                          errors=[FieldError("query.cursor", "unknown cursor")])
+            raise Invalid(
+                "the cursor is not one this server issued",
+                errors=[FieldError("query.cursor", "unknown cursor")],
+            )
         after = (timestamp, int(key))
     rows = await repository.page(
         session, device_id, start=start, end=end, limit=limit + 1, after=after
@@ -162,4 +171,3 @@ async def list_readings(
         last = rows[limit - 1]
         next_cursor = encode_cursor(last.timestamp, last.id)
     return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
-

@@ -57,7 +57,9 @@ class Consumer:
                 return
             await self._handler(envelope.open(self._event_type), uow=uow)
             uow.session.add(
-                ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=uow.clock.now())
+                ProcessedEvent(
+                    consumer=self.name, event_id=envelope.id, processed_at=uow.clock.now()
+                )
             )
             try:
                 await uow.commit()

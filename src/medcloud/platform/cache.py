@@ -80,8 +80,8 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         """Return the value, or None when absent or expired."""
-        value: bytes | None = await self._redis.get(self._prefix + key)
-        return value
+        value = await self._redis.get(self._prefix + key)
+        return value if value is None or isinstance(value, bytes) else str(value).encode()
 
     async def set(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
         """Store `value` for `ttl_seconds`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import uuid
 from typing import Any, ClassVar, Self, TypeVar
@@ -45,7 +46,7 @@ class Envelope(BaseModel):
             payload=payload,
         )
 
-    def open(self, event_type: type[E]) -> E:
+    def open(self, event_type: builtins.type[E]) -> E:
         """Return the event inside, as `event_type`."""
         return event_type.model_validate({**self.payload, "organisation_id": self.organisation_id})
 
@@ -60,4 +61,3 @@ class Envelope(BaseModel):
 
 
 E = TypeVar("E", bound=Event)
-

@@ -96,8 +96,11 @@ async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:
     await runtime.cache.set(
         key,
         orjson.dumps(
-            {"id": device.id, "organisation_id": device.organisation_id,
-             "patient_id": device.patient_id}
+            {
+                "id": device.id,
+                "organisation_id": device.organisation_id,
+                "patient_id": device.patient_id,
+            }
         ),
         ttl_seconds=runtime.settings.device_cache_seconds,
     )

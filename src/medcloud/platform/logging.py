@@ -7,6 +7,32 @@ import sys
 
 import structlog
 
+# Libraries that log statement parameters or URLs at DEBUG/INFO: they would put readings and
+# identifiers in the logs, so they stay at WARNING whatever the application's level.
+QUIET_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy",
+    "asyncpg",
+    "aiormq",
+    "aio_pika",
+    "httpx",
+    "httpcore",
+    "alembic",
+    "redis",
+    "multipart",
+    "uvicorn.error",
+)
+
+
+class _Stdout:
+    """Whatever sys.stdout is at write time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
 
 def configure_logging(level: str = "INFO") -> None:
     """Send structlog and standard-library records to stdout as one JSON object per line."""
@@ -23,10 +49,10 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(_Stdout()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_Stdout())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
@@ -41,5 +67,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(numeric)
     # uvicorn's access log prints raw paths; the edge middleware logs route templates instead.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

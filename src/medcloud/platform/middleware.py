@@ -52,7 +52,10 @@ class EdgeMiddleware:
         start = time.perf_counter()
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        extra_headers = [(b"x-request-id", request_id.encode()), (b"x-service-version", self.version)]
+        extra_headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-service-version", self.version),
+        ]
         status = 500
         started = False
 
@@ -73,8 +76,13 @@ class EdgeMiddleware:
             if started:
                 raise
             status = 413
-            await _problem(send_wrapper, 413, "too-large", "Request body too large",
-                           f"the body exceeds the limit of {self.max_body} bytes")
+            await _problem(
+                send_wrapper,
+                413,
+                "too-large",
+                "Request body too large",
+                f"the body exceeds the limit of {self.max_body} bytes",
+            )
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
@@ -111,7 +119,7 @@ class EdgeMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             # Echo only ids that are safe to put in logs and headers.
             if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
                 return candidate
@@ -129,8 +137,12 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _problem(send: Send, status: int, slug: str, title: str, detail: str) -> None:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status,
-                            "detail": detail}
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     payload = orjson.dumps(body)
     await send(
         {

@@ -22,7 +22,8 @@ def alembic_config(version_locations: Iterable[Path]) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.set_main_option(
-        "version_locations", ":".join(str(path) for path in [MIGRATIONS / "versions", *version_locations])
+        "version_locations",
+        ":".join(str(path) for path in [MIGRATIONS / "versions", *version_locations]),
     )
     return config
 

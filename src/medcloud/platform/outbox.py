@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.platform.bus import Bus
 from medcloud.platform.clock import Clock
+from medcloud.platform.db import dialect_name
 from medcloud.platform.events import Envelope
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.models import OutboxMessage
@@ -86,7 +87,7 @@ class OutboxRelay:
             .limit(self._batch_size)
         )
         async with self._sessions() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":
+            if dialect_name(session) == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)
             result = await session.execute(
                 update(OutboxMessage)

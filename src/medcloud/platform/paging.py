@@ -24,6 +24,8 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
             errors=[FieldError("query.cursor", "unknown cursor")],
         ) from exc
     if parsed.tzinfo is None:
-        raise Invalid("the cursor is not one this server issued",
-                      errors=[FieldError("query.cursor", "unknown cursor")])
+        raise Invalid(
+            "the cursor is not one this server issued",
+            errors=[FieldError("query.cursor", "unknown cursor")],
+        )
     return parsed, key

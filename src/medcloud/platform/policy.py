@@ -23,6 +23,7 @@ class Action(StrEnum):
     ALERTS_READ = "alerts:read"
     OPERATIONS_READ = "operations:read"
     PROFILE_READ = "profile:read"
+    AUDIT_READ = "audit:read"
 
 
 CLINICAL = {Action.READINGS_READ, Action.ALERTS_READ, Action.DEVICE_READ, Action.PROFILE_READ}
@@ -32,7 +33,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.CLINICIAN: frozenset(CLINICAL),
     Role.NURSE: frozenset(CLINICAL),
     Role.TECHNICIAN: frozenset({Action.DEVICE_REGISTER, Action.DEVICE_READ, Action.PROFILE_READ}),
-    Role.AUDITOR: frozenset({Action.PROFILE_READ}),
+    Role.AUDITOR: frozenset({Action.PROFILE_READ, Action.AUDIT_READ}),
 }
 
 DEVICE_PERMISSIONS = frozenset({Action.READINGS_WRITE})

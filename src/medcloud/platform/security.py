@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from medcloud.platform.clock import Clock
 from medcloud.platform.errors import Unauthorized
 
-DEVICE_TOKEN_PREFIX = "mcd_"
+DEVICE_TOKEN_PREFIX = "mcd_"  # noqa: S105  (a prefix, not a secret)
 ALGORITHM = "EdDSA"
+CLOCK_LEEWAY_SECONDS = 30  # tolerated skew between the issuing and the verifying host
 
 
 class Role(StrEnum):
@@ -147,8 +148,19 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud"]},
+                # Times are checked below against the injected clock, not PyJWT's wall clock.
+                options={
+                    "require": ["exp", "iat", "nbf", "sub", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
+            now = self._clock.now().timestamp()
+            if float(claims["exp"]) <= now - CLOCK_LEEWAY_SECONDS:
+                raise Unauthorized("the access token has expired")
+            if float(claims["nbf"]) > now + CLOCK_LEEWAY_SECONDS:
+                raise Unauthorized("the access token is not valid yet")
             if claims.get("typ") != "access":
                 raise Unauthorized("not an access token")
             return UserPrincipal(
@@ -156,8 +168,8 @@ class TokenService:
                 organisation_id=str(claims["org"]),
                 role=Role(claims["role"]),
             )
-        except (jwt.PyJWTError, KeyError, ValueError) as exc:
-            raise Unauthorized("invalid or expired access token") from exc
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
+            raise Unauthorized("invalid access token") from exc
 
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters

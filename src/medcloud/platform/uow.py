@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.platform.clock import Clock
+from medcloud.platform.db import dialect_name
 from medcloud.platform.events import Envelope, Event
 from medcloud.platform.models import OutboxMessage
 
@@ -43,7 +44,7 @@ class UnitOfWork:
     @property
     def dialect(self) -> str:
         """Name the SQL dialect of this transaction."""
-        return self.session.bind.dialect.name
+        return dialect_name(self.session)
 
     async def __aenter__(self) -> UnitOfWork:
         self._session = self._sessions()

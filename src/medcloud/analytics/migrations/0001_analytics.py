@@ -40,9 +40,7 @@ def upgrade() -> None:
             name="uq_alert_device_id_measurement_reading_timestamp_rule",
         ),
     )
-    op.create_index(
-        "ix_alert_organisation_id_raised_at", "alert", ["organisation_id", "raised_at"]
-    )
+    op.create_index("ix_alert_organisation_id_raised_at", "alert", ["organisation_id", "raised_at"])
 
 
 def downgrade() -> None:

@@ -41,9 +41,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.UniqueConstraint("email", name="uq_user_account_email"),
     )
-    op.create_index(
-        "ix_user_account_organisation_id", "user_account", ["organisation_id"]
-    )
+    op.create_index("ix_user_account_organisation_id", "user_account", ["organisation_id"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,325 @@
+"""Use cases of the audit context: append to the chain, list and export entries, verify it."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from medcloud.audit import chain, repository
+from medcloud.audit.keys import signer_for, verification_keys
+from medcloud.audit.repository import EntryFilter
+from medcloud.audit.schemas import (
+    AuditEntryRead,
+    AuditPage,
+    AuditQuery,
+    ExportFormat,
+    VerificationRead,
+)
+from medcloud.config import Settings
+from medcloud.platform.audit import ActorType, AuditRecorded, Outcome
+from medcloud.platform.errors import FieldError, Invalid
+from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.security import UserPrincipal
+from medcloud.platform.uow import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+# Fixed forever: event ids derived under it are stored in the chain.
+EVENT_NAMESPACE = uuid.UUID("1f0c3a52-8d4e-5b7a-9c61-2e4f6a8b0d13")
+VERIFY_BATCH = 1000
+EXPORT_BATCH = 1000
+EXPORT_COLUMNS = ("position", *chain.RECORD_FIELDS, "prev_hash", "hash")
+MEDIA_TYPES = {
+    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.NDJSON: "application/x-ndjson",
+}
+
+
+async def ensure_signing_key(*, settings: Settings) -> None:
+    """Load the signing key at start-up, generating the key file on first use."""
+    signer_for(settings)
+
+
+def event_fingerprint(event: AuditRecorded) -> str:
+    """Return the id an event is stored under: the same for every delivery of the same fact.
+
+    Handlers receive the event without its envelope, so the id is derived from the content; two
+    events equal in every field, `occurred_at` to the microsecond included, are one fact.
+    """
+    body = orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return str(uuid.uuid5(EVENT_NAMESPACE, body.decode()))
+
+
+async def append_entry(
+    *, uow: UnitOfWork, event: AuditRecorded, signer: chain.Signer, checkpoint_every: int
+) -> int | None:
+    """Chain `event` onto the log and re-sign the head; return its position, None if present."""
+    session = uow.session
+    await repository.lock_chain(session)
+    event_id = event_fingerprint(event)
+    if await repository.has_event(session, event_id):
+        return None
+    position, prev_hash = await _tail(session)
+    now = uow.clock.now()
+    entry = chain.link(
+        _record(event, event_id=event_id, recorded_at=now),
+        position=position + 1,
+        prev_hash=prev_hash,
+    )
+    repository.add_entry(session, entry)
+    if checkpoint_every > 0 and entry.position % checkpoint_every == 0:
+        repository.add_checkpoint(session, signer.seal_checkpoint(entry, at=now))
+    await repository.save_head(session, signer.seal_head(entry, at=now))
+    return entry.position
+
+
+async def _tail(session: AsyncSession) -> tuple[int, str]:
+    # The signed head, not the last row, says where the chain ends: entries removed from the
+    # tail then leave a gap before the next append instead of being silently overwritten.
+    head = await repository.head(session)
+    if head is not None:
+        return head.position, head.hash
+    ends = [(0, chain.GENESIS_HASH)]
+    last = await repository.last_entry(session)
+    if last is not None:
+        ends.append((last.position, last.hash))
+    checkpoint = await repository.last_checkpoint(session)
+    if checkpoint is not None:
+        ends.append((checkpoint.position, checkpoint.hash))
+    if len(ends) > 1:
+        log.error("audit.head_missing", continuing_after=max(ends)[0])
+    return max(ends)
+
+
+def _record(event: AuditRecorded, *, event_id: str, recorded_at: dt.datetime) -> chain.Record:
+    occurred_at = event.occurred_at
+    if occurred_at.tzinfo is None:
+        # Keep the entry rather than refuse it: platform clocks are UTC, so a naive time is too.
+        occurred_at = occurred_at.replace(tzinfo=dt.UTC)
+    return chain.Record(
+        event_id=event_id,
+        organisation_id=_text(event.organisation_id),
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        actor_type=event.actor_type.value,
+        actor_id=_optional_text(event.actor_id),
+        action=_text(event.action),
+        object_type=_optional_text(event.object_type),
+        object_id=_optional_text(event.object_id),
+        patient_id=_optional_text(event.patient_id),
+        outcome=event.outcome.value,
+        source_ip=_optional_text(event.source_ip),
+        request_id=_optional_text(event.request_id),
+        detail=chain.canonical_detail(event.detail),
+    )
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; replacing it keeps the entry out of the dead-letter queue
+    # and gives both databases the same bytes to hash.
+    return value.replace("\x00", "\ufffd")
+
+
+def _optional_text(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+async def list_entries(
+    *, session: AsyncSession, principal: UserPrincipal, query: AuditQuery
+) -> AuditPage:
+    """Return a page of the organisation's entries, newest first."""
+    after = _after(query.cursor) if query.cursor else None
+    rows = await repository.page(
+        session, _filter(principal, query), limit=query.limit + 1, after=after
+    )
+    items = [_read(row) for row in rows[: query.limit]]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = rows[query.limit - 1]
+        next_cursor = encode_cursor(last.occurred_at, last.position)
+    return AuditPage(items=items, next_cursor=next_cursor)
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """A download of every matching entry, produced while it is sent."""
+
+    filename: str
+    media_type: str
+    chunks: AsyncIterator[bytes]
+
+
+async def export_entries(
+    *,
+    uow: UnitOfWork,
+    sessions: async_sessionmaker[AsyncSession],
+    principal: UserPrincipal,
+    query: AuditQuery,
+    source_ip: str | None,
+    request_id: str | None,
+) -> AuditExport:
+    """Record the export in the log itself, then stream every matching entry, newest first."""
+    if query.format is ExportFormat.JSON:
+        raise Invalid(
+            "JSON is served page by page",
+            errors=[FieldError("query.format", "export as csv or ndjson")],
+        )
+    async with uow:
+        now = uow.clock.now()
+        uow.publish(
+            AuditRecorded(
+                organisation_id=principal.organisation_id,
+                occurred_at=now,
+                actor_type=ActorType.USER,
+                actor_id=principal.user_id,
+                action="audit.export",
+                object_type="audit_log",
+                patient_id=query.patient_id,
+                outcome=Outcome.SUCCESS,
+                source_ip=source_ip,
+                request_id=request_id,
+                detail={"format": query.format.value},
+            )
+        )
+        await uow.commit()
+    return AuditExport(
+        filename=f"audit-{now:%Y%m%dT%H%M%SZ}.{query.format.value}",
+        media_type=MEDIA_TYPES[query.format],
+        chunks=_stream(sessions, _filter(principal, query), query.format),
+    )
+
+
+async def _stream(
+    sessions: async_sessionmaker[AsyncSession], where: EntryFilter, fmt: ExportFormat
+) -> AsyncIterator[bytes]:
+    # A session of its own: the request's dependencies may be gone while the body streams.
+    async with sessions() as session:
+        await repository.use_snapshot(session)
+        if fmt is ExportFormat.CSV:
+            yield _csv([EXPORT_COLUMNS])
+        after: tuple[dt.datetime, int] | None = None
+        while True:
+            rows = await repository.page(session, where, limit=EXPORT_BATCH, after=after)
+            if rows:
+                yield _csv(map(_csv_row, rows)) if fmt is ExportFormat.CSV else _ndjson(rows)
+            if len(rows) < EXPORT_BATCH:
+                return
+            after = (rows[-1].occurred_at, rows[-1].position)
+
+
+def _csv(rows: Any) -> bytes:
+    # Values are written as stored, not defused for spreadsheets, so an export can be re-hashed.
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _csv_row(row: Row[Any]) -> list[object]:
+    return [_wire(getattr(row, column)) for column in EXPORT_COLUMNS]
+
+
+def _ndjson(rows: Sequence[Row[Any]]) -> bytes:
+    lines = []
+    for row in rows:
+        document = {column: _wire(getattr(row, column)) for column in EXPORT_COLUMNS}
+        document["detail"] = _detail(row.detail)
+        lines.append(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE))
+    return b"".join(lines)
+
+
+def _wire(value: object) -> object:
+    return chain.canonical_time(value) if isinstance(value, dt.datetime) else value
+
+
+async def verify_chain(
+    *, session: AsyncSession, settings: Settings, batch_size: int = VERIFY_BATCH
+) -> VerificationRead:
+    """Check the whole chain, in batches, against its hashes, checkpoints and signed head."""
+    await repository.use_snapshot(session)
+    verifier = chain.ChainVerifier(verification_keys(settings))
+    after = 0
+    while not verifier.failed:
+        entries = await repository.entries_after(session, after, limit=batch_size)
+        if not entries:
+            break
+        last = entries[-1].position
+        verifier.feed(entries, await repository.checkpoints_between(session, after, last))
+        after = last
+    if not verifier.failed:
+        # One checkpoint past the end is enough to prove the tail was removed.
+        verifier.feed((), await repository.checkpoints_between(session, after, None, limit=1))
+    result = verifier.finish(head=await repository.head(session))
+    if result.ok:
+        log.info("audit.verified", entries=result.entries_checked)
+    else:
+        log.error("audit.chain_broken", first_bad_position=result.first_bad_position)
+    return VerificationRead(
+        ok=result.ok,
+        entries_checked=result.entries_checked,
+        first_bad_position=result.first_bad_position,
+        reason=result.reason,
+    )
+
+
+def _detail(text: str) -> dict[str, Any]:
+    # A damaged row must not take the whole listing down; verification reports the damage.
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"unreadable": text}
+
+
+def _filter(principal: UserPrincipal, query: AuditQuery) -> EntryFilter:
+    return EntryFilter(
+        organisation_id=principal.organisation_id,
+        actor_id=query.actor_id,
+        patient_id=query.patient_id,
+        action=query.action,
+        outcome=None if query.outcome is None else query.outcome.value,
+        start=query.start,
+        end=query.end,
+    )
+
+
+def _after(cursor: str) -> tuple[dt.datetime, int]:
+    occurred_at, key = decode_cursor(cursor)
+    try:
+        return occurred_at, int(key)
+    except ValueError:
+        raise Invalid(
+            "the cursor is not one this server issued",
+            errors=[FieldError("query.cursor", "unknown cursor")],
+        ) from None
+
+
+def _read(row: Row[Any]) -> AuditEntryRead:
+    return AuditEntryRead(
+        position=row.position,
+        event_id=row.event_id,
+        organisation_id=row.organisation_id,
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        actor_type=row.actor_type,
+        actor_id=row.actor_id,
+        action=row.action,
+        object_type=row.object_type,
+        object_id=row.object_id,
+        patient_id=row.patient_id,
+        outcome=row.outcome,
+        source_ip=row.source_ip,
+        request_id=row.request_id,
+        detail=_detail(row.detail),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from medcloud.config import BusSettings, Settings
+from medcloud.config import BusSettings, IdentitySettings, Settings
 from tests.support import services
 
 SERVICES = os.environ.get("MEDCLOUD_TEST_SERVICES") == "1"
@@ -57,6 +57,8 @@ async def settings(
         bootstrap_admin_email=ADMIN_EMAIL,
         bootstrap_admin_password=ADMIN_PASSWORD,
         bus=BusSettings(retry_backoff_seconds=0.05, relay_poll_seconds=0.1),
+        # Hashing cost is not what these tests are about; production keeps the strong default.
+        identity=IdentitySettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1),
     )
     if backend == "embedded":
         yield base
@@ -69,6 +71,7 @@ async def settings(
             "database_url": database_url,
             "bus_url": urls.amqp,
             "redis_url": urls.redis,
+            "redis_prefix": f"{name}:",
             "bus": base.bus.model_copy(update={"exchange": f"{name}.x", "queue_prefix": name}),
         }
     )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from medcloud import __version__
 from medcloud.bootstrap import ALL_CONTEXTS, Lifecycle, bootstrap, load_contexts
 from medcloud.config import Settings
 from medcloud.platform import ops
-from medcloud.platform.errors import install_error_handlers
+from medcloud.platform.audit import Outcome, audit_record
+from medcloud.platform.errors import DomainError, install_error_handlers
 from medcloud.platform.middleware import EdgeMiddleware
 from medcloud.platform.runtime import Runtime
 
@@ -44,6 +46,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.on_denied = functools.partial(record_denial, runtime)
     install_error_handlers(app)
     app.include_router(ops.router)
     for context in selected:
@@ -56,3 +59,21 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
     )
     return app
+
+
+async def record_denial(runtime: Runtime, request: Request, error: DomainError) -> None:
+    """Put a refused request in the audit log: who, what route, which object, why."""
+    route = request.scope.get("route")
+    async with runtime.uow() as uow:
+        uow.publish(
+            audit_record(
+                getattr(request.state, "principal", None),
+                "access.denied",
+                occurred_at=uow.clock.now(),
+                object_type="route",
+                object_id=f"{request.method} {getattr(route, 'path', 'unmatched')}",
+                outcome=Outcome.DENIED,
+                detail={"status": error.status, "path_params": dict(request.path_params)},
+            )
+        )
+        await uow.commit()

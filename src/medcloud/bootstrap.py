@@ -21,11 +21,11 @@ from medcloud.platform.metrics import Metrics
 from medcloud.platform.migrate import migrate
 from medcloud.platform.outbox import OutboxRelay
 from medcloud.platform.runtime import Runtime
-from medcloud.platform.security import TokenKeys, TokenService
+from medcloud.platform.security import TokenKeys, TokenService, configure_password_hashing
 
 log = structlog.get_logger(__name__)
 
-ALL_CONTEXTS = ("identity", "devices", "ingest", "analytics")
+ALL_CONTEXTS = ("identity", "devices", "ingest", "analytics", "audit")
 
 
 def load_contexts(names: Iterable[str] = ALL_CONTEXTS) -> list[Context]:
@@ -46,19 +46,29 @@ def bootstrap(
     cache: Cache | None = None,
 ) -> Runtime:
     """Build the runtime for `settings`; pass fakes to replace any external part."""
-    # Imported here: the devices context implements the directory the platform hands out.
+    # Imported here: contexts implement the published interfaces the platform hands out.
     from medcloud.devices.directory import SqlDeviceDirectory
+    from medcloud.identity.directory import SqlCareDirectory, SqlPatientDirectory
 
     clock = clock or SystemClock()
+    configure_password_hashing(
+        time_cost=settings.identity.argon2_time_cost,
+        memory_kib=settings.identity.argon2_memory_kib,
+        parallelism=settings.identity.argon2_parallelism,
+    )
     database = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     write_sessions, read_sessions = sessionmakers(database)
     bus = bus or create_bus(settings)
     metrics = Metrics()
-    keys = (
-        TokenKeys.from_pem(settings.jwt_private_key.get_secret_value())
-        if settings.jwt_private_key is not None
-        else TokenKeys.from_file(settings.var_dir / "jwt-ed25519.pem")
-    )
+    if settings.jwt_jwks_url:
+        keys = TokenKeys(None)  # verify-only: the JWKS is fetched when the process starts
+    elif settings.jwt_private_key is not None:
+        keys = TokenKeys.from_pem(
+            settings.jwt_private_key.get_secret_value(),
+            retired_pems=settings.jwt_previous_public_keys,
+        )
+    else:
+        keys = TokenKeys.from_directory(settings.var_dir / "keys")
     tokens = TokenService(
         keys,
         issuer=settings.jwt_issuer,
@@ -81,12 +91,19 @@ def bootstrap(
         write_sessions=write_sessions,
         read_sessions=read_sessions,
         bus=bus,
-        cache=cache or (RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()),
+        cache=cache
+        or (
+            RedisCache(settings.redis_url, prefix=settings.redis_prefix)
+            if settings.redis_url
+            else MemoryCache()
+        ),
         clock=clock,
         metrics=metrics,
         tokens=tokens,
         relay=relay,
-        devices=SqlDeviceDirectory(read_sessions),
+        devices=SqlDeviceDirectory(read_sessions, clock),
+        patients=SqlPatientDirectory(read_sessions),
+        care=SqlCareDirectory(read_sessions, clock),
     )
 
 
@@ -127,6 +144,8 @@ class Lifecycle:
         if migrate_first:
             await migrate(runtime.database, [c.migrations for c in load_contexts() if c.migrations])
         await runtime.bus.connect()
+        if runtime.settings.jwt_jwks_url:
+            await runtime.refresh_token_keys()
         dependencies = runtime.dependencies() | {"stop": self._stop}
         for context in self.contexts:
             for hook in context.on_start:

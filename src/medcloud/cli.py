@@ -177,5 +177,13 @@ def demo(
     )
 
 
+def _mount_subcommands() -> None:
+    from medcloud.audit.cli import audit_app
+
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_subcommands()
+
 if __name__ == "__main__":
     app()

@@ -38,6 +38,35 @@ class BusSettings(BaseModel):
     """Unacknowledged messages a RabbitMQ consumer holds at once."""
 
 
+class IdentitySettings(BaseModel):
+    """Sign-in, sessions and emergency access."""
+
+    password_min_length: int = 12
+    """Shortest password accepted."""
+    argon2_time_cost: int = 3
+    """argon2id iterations (RFC 9106 second recommendation: 3)."""
+    argon2_memory_kib: int = 65536
+    """argon2id memory per hash, in KiB (64 MiB)."""
+    argon2_parallelism: int = 4
+    """argon2id lanes."""
+    lockout_threshold: int = 5
+    """Consecutive failed sign-ins that lock an account."""
+    lockout_minutes: float = 15
+    """How long a locked account stays locked."""
+    address_failures_per_window: int = 50
+    """Failed sign-ins one source address may make per window before it is throttled."""
+    address_window_seconds: float = 300
+    """The throttling window for failed sign-ins per source address."""
+    session_idle_minutes: float = 30
+    """A refresh token unused this long expires (idle session timeout)."""
+    session_max_hours: float = 12
+    """No session outlives this, however active."""
+    invitation_hours: float = 72
+    """How long an invitation link stays valid."""
+    break_glass_minutes: float = 60
+    """How long emergency access to a patient lasts."""
+
+
 class AuditSettings(BaseModel):
     """The tamper-evident audit log."""
 
@@ -62,6 +91,8 @@ class Settings(BaseSettings):
     """`memory://` for the in-process bus, `amqp://…` for RabbitMQ."""
     redis_url: str = ""
     """`redis://…` for a shared cache; empty means an in-process cache."""
+    redis_prefix: str = "medcloud:"
+    """Prefix of every Redis key, so deployments can share one Redis."""
     migrate_on_start: bool = True
     """Apply database migrations when the server starts."""
     db_pool_size: int = 10
@@ -89,6 +120,10 @@ class Settings(BaseSettings):
     """`aud` claim of issued tokens, checked on every request."""
     access_token_minutes: int = 15
     """Lifetime of an access token."""
+    jwt_previous_public_keys: list[str] = Field(default_factory=list)
+    """PEM public keys of retired signing keys whose tokens are still accepted (key rotation)."""
+    jwt_jwks_url: str = ""
+    """Verify tokens with this JWKS instead of a local key (services that never sign)."""
 
     max_future_skew_seconds: float = 300.0
     """Readings stamped further in the future than this are rejected."""
@@ -103,6 +138,8 @@ class Settings(BaseSettings):
     """Built-in alert rule thresholds."""
     bus: BusSettings = Field(default_factory=BusSettings)
     """Event delivery tuning."""
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    """Sign-in, sessions and emergency access."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
     """Audit log signing and checkpoints."""
 

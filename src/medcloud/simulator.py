@@ -97,17 +97,30 @@ async def register_fleet(
     """Register `count` simulated monitors (serials are unique per run unless `prefix` is given)."""
     prefix = prefix or f"SIM-{int(time.time())}"
     devices = []
+    headers = {"Authorization": f"Bearer {token}"}
     for index in range(count):
         serial = f"{prefix}-{index + 1:03d}"
+        patient = await client.post(
+            "/api/v1/patients",
+            json={
+                "identifier_system": "urn:medcloud:simulator",
+                "identifier_value": serial,
+                "family_name": "Simulated",
+                "given_name": f"Patient {index + 1}",
+                "birth_date": "1950-01-01",
+            },
+            headers=headers,
+        )
+        patient.raise_for_status()
         response = await client.post(
             "/api/v1/devices",
             json={
                 "serial_number": serial,
                 "model": "BedsideMonitor 3",
                 "manufacturer": "medcloud simulator",
-                "patient_id": f"sim-patient-{index:04d}",
+                "patient_id": patient.json()["id"],
             },
-            headers={"Authorization": f"Bearer {token}"},
+            headers=headers,
         )
         response.raise_for_status()
         body = response.json()

@@ -84,7 +84,14 @@ def test_split_services_work_together_over_rabbitmq(
         MEDCLOUD_BOOTSTRAP_ADMIN_PASSWORD=ADMIN["password"],
     )
     log = tmp_path / "split.log"
-    api_args = ("serve", "--port", str(port), "--contexts", "identity,devices,ingest", "--no-workers")
+    api_args: tuple[str, ...] = (
+        "serve",
+        "--port",
+        str(port),
+        "--contexts",
+        "identity,devices,ingest",
+    )
+    api_args += ("--no-workers",)
     with (
         medcloud(*api_args, env=env, log=log),
         medcloud("worker", "--contexts", "analytics,devices", env=env, log=log),
@@ -108,8 +115,14 @@ def test_split_services_work_together_over_rabbitmq(
             assert sent.status_code == 201
         alerts_port = free_port()
         with medcloud(
-            "serve", "--port", str(alerts_port), "--contexts", "identity,analytics",
-            "--no-workers", env=env, log=log,
+            "serve",
+            "--port",
+            str(alerts_port),
+            "--contexts",
+            "identity,analytics",
+            "--no-workers",
+            env=env,
+            log=log,
         ):
             alerts_base = f"http://127.0.0.1:{alerts_port}"
             wait_ready(alerts_base, log)
@@ -128,8 +141,18 @@ def test_split_services_work_together_over_rabbitmq(
 def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "medcloud.cli", "demo", "--seconds", "25", "--port", str(port),
-         "--var-dir", str(tmp_path / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "medcloud.cli",
+            "demo",
+            "--seconds",
+            "20",
+            "--port",
+            str(port),
+            "--var-dir",
+            str(tmp_path / "demo"),
+        ],
         capture_output=True,
         text=True,
         timeout=90,

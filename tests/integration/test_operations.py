@@ -65,7 +65,8 @@ async def test_logs_are_json_with_request_ids_and_no_patient_data(
     from medcloud.platform.logging import configure_logging
 
     configure_logging("DEBUG")
-    device = await api.register_device(alice, patient_id="patient-secret-77")
+    patient_id = await api.create_patient(alice, identifier="MRN-SECRET-77")
+    device = await api.register_device(alice, patient_id=patient_id)
     capsys.readouterr()
     await api.send(device, reading(heart_rate=187))
     await api.wait_for_alerts(alice, 1)
@@ -73,7 +74,7 @@ async def test_logs_are_json_with_request_ids_and_no_patient_data(
     out = capsys.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(line.get("event") == "http.request" and line.get("request_id") for line in lines)
-    for forbidden in (device["token"], alice, "patient-secret-77", "187"):
+    for forbidden in (device["token"], alice, "MRN-SECRET-77", "Doe", "187"):
         assert forbidden not in out
 
 

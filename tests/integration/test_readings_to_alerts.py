@@ -82,7 +82,8 @@ async def test_a_resent_batch_is_stored_once(api: Api, alice: str) -> None:
 async def test_abnormal_heart_rates_raise_alerts_and_normal_ones_do_not(
     api: Api, alice: str
 ) -> None:
-    device = await api.register_device(alice, patient_id="patient-7")
+    patient_id = await api.create_patient(alice)
+    device = await api.register_device(alice, patient_id=patient_id)
     t = now() - dt.timedelta(seconds=10)
     batch = [
         reading(t, heart_rate=72),
@@ -100,7 +101,7 @@ async def test_abnormal_heart_rates_raise_alerts_and_normal_ones_do_not(
     ]
     alert = alerts[0]
     assert alert["device_id"] == device["id"]
-    assert alert["patient_id"] == "patient-7"
+    assert alert["patient_id"] == patient_id
     assert alert["measurement"] == "heart_rate"
     assert {"reading_timestamp", "raised_at", "threshold", "severity"} <= alert.keys()
 

@@ -34,7 +34,7 @@ class Api:
         return str(response.json()["access_token"])
 
     async def register_device(
-        self, token: str, serial: str = "PO-100", patient_id: str | None = "patient-1"
+        self, token: str, serial: str = "PO-100", patient_id: str | None = None
     ) -> dict[str, Any]:
         response = await self.http.post(
             "/api/v1/devices",
@@ -49,6 +49,22 @@ class Api:
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def create_patient(self, token: str, identifier: str = "MRN-0001") -> str:
+        """Register a patient (in no ward) and return its id."""
+        response = await self.http.post(
+            "/api/v1/patients",
+            json={
+                "identifier_system": "urn:oid:2.16.840.1.113883.2.1.4.1",
+                "identifier_value": identifier,
+                "family_name": "Doe",
+                "given_name": "Pat",
+                "birth_date": "1948-03-02",
+            },
+            headers=bearer(token),
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
 
     async def send(self, device: dict[str, Any], body: Any, **kwargs: Any) -> httpx.Response:
         return await self.http.post(

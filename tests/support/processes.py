@@ -22,6 +22,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MEDCLOUD_DATABASE_URL": settings.database_url,
         "MEDCLOUD_BUS_URL": settings.bus_url,
         "MEDCLOUD_REDIS_URL": settings.redis_url,
+        "MEDCLOUD_REDIS_PREFIX": settings.redis_prefix,
         "MEDCLOUD_BUS__EXCHANGE": settings.bus.exchange,
         "MEDCLOUD_BUS__QUEUE_PREFIX": settings.bus.queue_prefix,
         "MEDCLOUD_BUS__RETRY_BACKOFF_SECONDS": str(settings.bus.retry_backoff_seconds),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from medcloud.analytics import service
 from medcloud.analytics.schemas import AlertPage
-from medcloud.platform.http import Authorize, QueryDep
+from medcloud.platform.http import Authorize, RuntimeDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["analytics"])
 
 @router.get("", response_model=AlertPage)
 async def list_alerts(
-    session: QueryDep,
+    uow: UowDep,
+    runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.ALERTS_READ)],
     device_id: Annotated[str | None, Query(max_length=36)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -25,5 +26,10 @@ async def list_alerts(
 ) -> AlertPage:
     """List alerts, newest first."""
     return await service.list_alerts(
-        session=session, principal=principal, device_id=device_id, limit=limit, cursor=cursor
+        uow=uow,
+        care=runtime.care,
+        principal=principal,
+        device_id=device_id,
+        limit=limit,
+        cursor=cursor,
     )

@@ -34,12 +34,15 @@ async def page(
     session: AsyncSession,
     organisation_id: str,
     *,
+    patients: frozenset[str] | None,
     device_id: str | None,
     limit: int,
     after: tuple[dt.datetime, str] | None,
 ) -> Sequence[Alert]:
     """Return an organisation's alerts, newest first, after a (raised_at, id) cursor."""
     query = select(Alert).where(Alert.organisation_id == organisation_id)
+    if patients is not None:
+        query = query.where(Alert.patient_id.in_(patients))
     if device_id is not None:
         query = query.where(Alert.device_id == device_id)
     if after is not None:

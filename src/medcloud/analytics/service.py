@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.analytics import repository
 from medcloud.analytics.events import AlertRaised
@@ -14,6 +13,8 @@ from medcloud.analytics.models import Alert
 from medcloud.analytics.rules import Rule, evaluate
 from medcloud.analytics.schemas import AlertPage, AlertRead
 from medcloud.ingest.events import ReadingsCollected
+from medcloud.platform.audit import audit_record
+from medcloud.platform.directory import CareDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.paging import decode_cursor, encode_cursor
 from medcloud.platform.security import UserPrincipal
@@ -63,17 +64,35 @@ async def raise_alerts(
 
 async def list_alerts(
     *,
-    session: AsyncSession,
+    uow: UnitOfWork,
+    care: CareDirectory,
     principal: UserPrincipal,
     device_id: str | None,
     limit: int,
     cursor: str | None,
 ) -> AlertPage:
-    """Return the organisation's alerts, newest first."""
+    """Return alerts about the patients in the user's care scope, newest first (audited)."""
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
     after = decode_cursor(cursor) if cursor else None
-    alerts = await repository.page(
-        session, principal.organisation_id, device_id=device_id, limit=limit + 1, after=after
-    )
+    async with uow:
+        alerts = await repository.page(
+            uow.session,
+            principal.organisation_id,
+            patients=None if scope.whole_organisation else scope.patient_ids,
+            device_id=device_id,
+            limit=limit + 1,
+            after=after,
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "alerts.read",
+                occurred_at=uow.clock.now(),
+                object_type="alert",
+                detail={"count": min(len(alerts), limit), "device_id": device_id},
+            )
+        )
+        await uow.commit()
     items = [_read(alert) for alert in alerts[:limit]]
     next_cursor = None
     if len(alerts) > limit:

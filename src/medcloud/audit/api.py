@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
 
 from medcloud.audit import service
@@ -21,7 +21,6 @@ EXPORT_CONTENT: dict[str, Any] = {"text/csv": {}, "application/x-ndjson": {}}
 
 @router.get("", response_model=AuditPage, responses={200: {"content": EXPORT_CONTENT}})
 async def list_entries(
-    request: Request,
     query: Annotated[AuditQuery, Query()],
     principal: AuditReader,
     session: QueryDep,
@@ -36,8 +35,6 @@ async def list_entries(
         sessions=runtime.read_sessions,
         principal=principal,
         query=query,
-        source_ip=request.client.host if request.client else None,
-        request_id=getattr(request.state, "request_id", None),
     )
     return StreamingResponse(
         export.chunks,

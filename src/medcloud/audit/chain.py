@@ -82,6 +82,7 @@ class Verification:
 
     ok: bool
     entries_checked: int
+    """Entries verified before the first bad position: all of them when the chain is intact."""
     first_bad_position: int | None = None
     reason: str | None = None
 
@@ -262,7 +263,7 @@ class ChainVerifier:
             self._check_head(head)
         if self._fault is not None:
             position, reason = self._fault
-            return Verification(False, last, position, reason)
+            return Verification(False, max(0, min(last, position - 1)), position, reason)
         return Verification(True, last)
 
     def _fail(self, position: int, reason: str) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @audit_app.callback()

@@ -76,6 +76,6 @@ class VerificationRead(BaseModel):
 
     ok: bool
     entries_checked: int
-    """Entries that checked out, from position 1 on."""
+    """Entries verified before the first bad position: all of them when the chain is intact."""
     first_bad_position: int | None
     reason: str | None

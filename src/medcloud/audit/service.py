@@ -26,7 +26,7 @@ from medcloud.audit.schemas import (
     VerificationRead,
 )
 from medcloud.config import Settings
-from medcloud.platform.audit import ActorType, AuditRecorded, Outcome
+from medcloud.platform.audit import AuditRecorded, audit_record
 from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.paging import decode_cursor, encode_cursor
 from medcloud.platform.security import UserPrincipal
@@ -165,8 +165,6 @@ async def export_entries(
     sessions: async_sessionmaker[AsyncSession],
     principal: UserPrincipal,
     query: AuditQuery,
-    source_ip: str | None,
-    request_id: str | None,
 ) -> AuditExport:
     """Record the export in the log itself, then stream every matching entry, newest first."""
     if query.format is ExportFormat.JSON:
@@ -177,17 +175,12 @@ async def export_entries(
     async with uow:
         now = uow.clock.now()
         uow.publish(
-            AuditRecorded(
-                organisation_id=principal.organisation_id,
+            audit_record(
+                principal,
+                "audit.export",
                 occurred_at=now,
-                actor_type=ActorType.USER,
-                actor_id=principal.user_id,
-                action="audit.export",
                 object_type="audit_log",
                 patient_id=query.patient_id,
-                outcome=Outcome.SUCCESS,
-                source_ip=source_ip,
-                request_id=request_id,
                 detail={"format": query.format.value},
             )
         )

@@ -44,3 +44,39 @@ class DevicePage(BaseModel):
 
     items: list[DeviceRead]
     next_cursor: str | None
+
+
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+
+class CredentialRotate(BaseModel):
+    """How a rotation treats the tokens it replaces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(default=3600, ge=0, le=MAX_GRACE_SECONDS)
+    """How long the previous tokens keep working; 0 stops them at once."""
+
+
+class CredentialRead(BaseModel):
+    """A device credential as users see it: when it was issued, used and stops working."""
+
+    id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+
+class CredentialIssued(CredentialRead):
+    """A new credential, with its token (shown only this once)."""
+
+    token: str
+    previous_valid_until: dt.datetime
+    """When the tokens this one replaces stop working."""
+
+
+class CredentialList(BaseModel):
+    """A device's credentials, newest first."""
+
+    items: list[CredentialRead]

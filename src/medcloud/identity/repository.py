@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from medcloud.identity.models import Organisation, UserAccount
+from medcloud.identity.models import (
+    BreakGlassGrant,
+    Invitation,
+    Organisation,
+    Patient,
+    RefreshToken,
+    UserAccount,
+    Ward,
+    WardMember,
+)
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> UserAccount | None:
-    """Return the user with this email (case-insensitive), or None."""
+    """Return the user with this email (stored lower-case), or None."""
     return await session.scalar(select(UserAccount).where(UserAccount.email == email.lower()))
 
 
 async def get_user(session: AsyncSession, user_id: str) -> UserAccount | None:
     """Return the user, or None."""
     return await session.get(UserAccount, user_id)
+
+
+async def get_organisation(session: AsyncSession, organisation_id: str) -> Organisation | None:
+    """Return the organisation, or None."""
+    return await session.get(Organisation, organisation_id)
 
 
 async def count_users(session: AsyncSession) -> int:
@@ -26,3 +43,187 @@ async def count_users(session: AsyncSession) -> int:
 async def first_organisation(session: AsyncSession) -> Organisation | None:
     """Return the oldest organisation, or None."""
     return await session.scalar(select(Organisation).order_by(Organisation.created_at).limit(1))
+
+
+async def reserve_login_attempt(
+    session: AsyncSession, email: str, now: dt.datetime
+) -> tuple[str, int] | None:
+    """Count one more sign-in attempt against an unlocked account, atomically.
+
+    Returns (user id, attempts so far), or None when there is no such account or it is locked.
+    The count is taken *before* the password is checked, so parallel guesses cannot all slip
+    through while the first ones are still being verified; an expired lock starts afresh.
+    """
+    expired = and_(UserAccount.locked_until.is_not(None), UserAccount.locked_until < now)
+    result = await session.execute(
+        update(UserAccount)
+        .where(
+            UserAccount.email == email.lower(),
+            or_(UserAccount.locked_until.is_(None), UserAccount.locked_until < now),
+        )
+        .values(
+            failed_logins=case((expired, 1), else_=UserAccount.failed_logins + 1),
+            locked_until=None,
+        )
+        .returning(UserAccount.id, UserAccount.failed_logins)
+    )
+    row = result.first()
+    return None if row is None else (row[0], row[1])
+
+
+async def lock_user(session: AsyncSession, user_id: str, until: dt.datetime) -> None:
+    """Lock the account until `until`."""
+    await session.execute(
+        update(UserAccount).where(UserAccount.id == user_id).values(locked_until=until)
+    )
+
+
+async def ward_ids_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Return each user's ward ids."""
+    rows = await session.execute(
+        select(WardMember.user_id, WardMember.ward_id).where(WardMember.user_id.in_(user_ids))
+    )
+    wards: dict[str, list[str]] = {user_id: [] for user_id in user_ids}
+    for user_id, ward_id in rows.all():
+        wards[user_id].append(ward_id)
+    return wards
+
+
+async def set_wards(session: AsyncSession, user_id: str, ward_ids: Sequence[str]) -> None:
+    """Replace the user's ward memberships."""
+    await session.execute(delete(WardMember).where(WardMember.user_id == user_id))
+    for ward_id in dict.fromkeys(ward_ids):
+        session.add(WardMember(user_id=user_id, ward_id=ward_id))
+
+
+async def wards_in_organisation(
+    session: AsyncSession, organisation_id: str, ward_ids: Sequence[str]
+) -> set[str]:
+    """Return which of `ward_ids` belong to the organisation."""
+    if not ward_ids:
+        return set()
+    rows = await session.scalars(
+        select(Ward.id).where(Ward.organisation_id == organisation_id, Ward.id.in_(ward_ids))
+    )
+    return set(rows.all())
+
+
+async def list_users(session: AsyncSession, organisation_id: str) -> Sequence[UserAccount]:
+    """Return the organisation's users, oldest first."""
+    query = (
+        select(UserAccount)
+        .where(UserAccount.organisation_id == organisation_id)
+        .order_by(UserAccount.created_at, UserAccount.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def list_wards(session: AsyncSession, organisation_id: str) -> Sequence[Ward]:
+    """Return the organisation's wards by name."""
+    query = select(Ward).where(Ward.organisation_id == organisation_id).order_by(Ward.name)
+    return (await session.scalars(query)).all()
+
+
+async def get_refresh_token(session: AsyncSession, token_hash: str) -> RefreshToken | None:
+    """Return the refresh token with this hash, or None."""
+    return await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
+
+
+async def spend_refresh_token(session: AsyncSession, token_id: str, now: dt.datetime) -> bool:
+    """Mark a refresh token spent; False when another request spent it first."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == token_id, RefreshToken.spent_at.is_(None))
+        .values(spent_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def family_started_at(session: AsyncSession, family_id: str) -> dt.datetime | None:
+    """Return when a refresh-token family (a session) began."""
+    return await session.scalar(
+        select(func.min(RefreshToken.issued_at)).where(RefreshToken.family_id == family_id)
+    )
+
+
+async def revoke_family(session: AsyncSession, family_id: str, now: dt.datetime) -> None:
+    """Revoke every token of a session."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def revoke_user_sessions(session: AsyncSession, user_id: str, now: dt.datetime) -> None:
+    """Revoke every session of a user."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def get_invitation(session: AsyncSession, token_hash: str) -> Invitation | None:
+    """Return the invitation with this token hash, or None."""
+    return await session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
+
+
+async def get_patient(session: AsyncSession, patient_id: str) -> Patient | None:
+    """Return the patient, or None."""
+    return await session.get(Patient, patient_id)
+
+
+async def patient_identifier_taken(
+    session: AsyncSession, organisation_id: str, system: str, value: str
+) -> bool:
+    """Tell whether the organisation already has a patient with this identifier."""
+    found = await session.scalar(
+        select(Patient.id).where(
+            Patient.organisation_id == organisation_id,
+            Patient.identifier_system == system,
+            Patient.identifier_value == value,
+        )
+    )
+    return found is not None
+
+
+async def page_patients(
+    session: AsyncSession,
+    organisation_id: str,
+    *,
+    only: frozenset[str] | None,
+    limit: int,
+    after: tuple[dt.datetime, str] | None,
+) -> Sequence[Patient]:
+    """Return the organisation's patients (only those in `only`, if given), newest first."""
+    query = select(Patient).where(Patient.organisation_id == organisation_id)
+    if only is not None:
+        query = query.where(Patient.id.in_(only))
+    if after is not None:
+        created_at, patient_id = after
+        query = query.where(
+            or_(
+                Patient.created_at < created_at,
+                and_(Patient.created_at == created_at, Patient.id < patient_id),
+            )
+        )
+    query = query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def care_scope_patient_ids(
+    session: AsyncSession, user_id: str, organisation_id: str, now: dt.datetime
+) -> frozenset[str]:
+    """Return the patients in the user's wards plus those under an unexpired break-glass grant."""
+    in_wards = select(Patient.id).where(
+        Patient.organisation_id == organisation_id,
+        Patient.ward_id.in_(select(WardMember.ward_id).where(WardMember.user_id == user_id)),
+    )
+    granted = select(BreakGlassGrant.patient_id).where(
+        BreakGlassGrant.user_id == user_id,
+        BreakGlassGrant.organisation_id == organisation_id,
+        BreakGlassGrant.expires_at > now,
+    )
+    rows = await session.scalars(in_wards.union(granted))
+    return frozenset(rows.all())

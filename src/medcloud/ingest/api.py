@@ -12,7 +12,6 @@ from medcloud.ingest.schemas import IngestResult, ReadingPage, ReadingsIn
 from medcloud.platform.http import (
     Authorize,
     CurrentPrincipal,
-    QueryDep,
     RuntimeDep,
     UowDep,
 )
@@ -46,7 +45,7 @@ async def ingest_readings(
 @router.get("/{device_id}/data", response_model=ReadingPage)
 async def list_readings(
     device_id: str,
-    session: QueryDep,
+    uow: UowDep,
     runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
     start: AwareDatetime | None = None,
@@ -56,8 +55,9 @@ async def list_readings(
 ) -> ReadingPage:
     """Return a device's readings, newest first."""
     return await service.list_readings(
-        session=session,
+        uow=uow,
         devices=runtime.devices,
+        care=runtime.care,
         principal=principal,
         device_id=device_id,
         start=start,

@@ -32,6 +32,7 @@ async def page(
     session: AsyncSession,
     device_id: str,
     *,
+    patients: frozenset[str] | None,
     start: dt.datetime | None,
     end: dt.datetime | None,
     limit: int,
@@ -39,6 +40,8 @@ async def page(
 ) -> Sequence[Reading]:
     """Return a device's readings in [start, end), newest first, after a (timestamp, id) cursor."""
     query = select(Reading).where(Reading.device_id == device_id)
+    if patients is not None:
+        query = query.where(Reading.patient_id.in_(patients))
     if start is not None:
         query = query.where(Reading.timestamp >= start)
     if end is not None:

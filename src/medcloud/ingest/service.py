@@ -6,18 +6,21 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from medcloud.config import Settings
 from medcloud.ingest import repository
 from medcloud.ingest.catalogue import CATALOGUE
 from medcloud.ingest.events import ReadingsCollected, Sample
 from medcloud.ingest.schemas import IngestResult, ReadingIn, ReadingPage, ReadingRead
-from medcloud.platform.directory import DeviceDirectory
+from medcloud.platform.audit import audit_record
+from medcloud.platform.directory import CareDirectory, DeviceDirectory
 from medcloud.platform.errors import FieldError, Invalid, NotFound
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.paging import decode_cursor, encode_cursor
-from medcloud.platform.policy import authorize_device_write, ensure_same_organisation
+from medcloud.platform.policy import (
+    authorize_device_write,
+    ensure_in_care_scope,
+    ensure_same_organisation,
+)
 from medcloud.platform.security import Principal, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
 
@@ -136,8 +139,9 @@ def _collected(
 
 async def list_readings(
     *,
-    session: AsyncSession,
+    uow: UnitOfWork,
     devices: DeviceDirectory,
+    care: CareDirectory,
     principal: UserPrincipal,
     device_id: str,
     start: dt.datetime | None,
@@ -145,11 +149,17 @@ async def list_readings(
     limit: int,
     cursor: str | None,
 ) -> ReadingPage:
-    """Return a device's readings, newest first, to a user of the device's organisation."""
+    """Return a device's readings, newest first, to a user caring for its patient (audited).
+
+    Only readings attributed to patients in the user's care scope are returned: a device that
+    moved between patients keeps each reading with the patient it was taken from.
+    """
     device = await devices.get(device_id)
     if device is None:
         raise NotFound("device not found")
     ensure_same_organisation(principal, device.organisation_id, "device")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, device.patient_id, "device")
     after = None
     if cursor:
         timestamp, key = decode_cursor(cursor)
@@ -159,9 +169,28 @@ async def list_readings(
                 errors=[FieldError("query.cursor", "unknown cursor")],
             )
         after = (timestamp, int(key))
-    rows = await repository.page(
-        session, device_id, start=start, end=end, limit=limit + 1, after=after
-    )
+    async with uow:
+        rows = await repository.page(
+            uow.session,
+            device_id,
+            patients=None if scope.whole_organisation else scope.patient_ids,
+            start=start,
+            end=end,
+            limit=limit + 1,
+            after=after,
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="device",
+                object_id=device_id,
+                patient_id=device.patient_id,
+                detail={"count": min(len(rows), limit)},
+            )
+        )
+        await uow.commit()
     items = [
         ReadingRead(type=r.type, value=r.value, unit=r.unit, timestamp=r.timestamp)
         for r in rows[:limit]

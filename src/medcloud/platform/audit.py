@@ -8,12 +8,15 @@ the bus or the audit consumer is down. The audit context appends them to its has
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
 
 from medcloud.platform.events import Event
+from medcloud.platform.security import DevicePrincipal, Principal, UserPrincipal
 
 
 class Outcome(StrEnum):
@@ -51,3 +54,66 @@ class AuditRecorded(Event):
     request_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
     """Small, non-clinical context (a reason, a count); never reading values or names."""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where the current request came from, for audit entries."""
+
+    request_id: str | None = None
+    source_ip: str | None = None
+
+
+_NO_REQUEST = RequestContext()
+_request: ContextVar[RequestContext] = ContextVar("medcloud_request", default=_NO_REQUEST)
+
+
+def set_request_context(context: RequestContext) -> Token[RequestContext]:
+    """Remember the current request (the edge middleware calls this)."""
+    return _request.set(context)
+
+
+def reset_request_context(token: Token[RequestContext]) -> None:
+    """Forget the current request."""
+    _request.reset(token)
+
+
+def audit_record(
+    principal: Principal | None,
+    action: str,
+    *,
+    occurred_at: dt.datetime,
+    organisation_id: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    patient_id: str | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    detail: dict[str, Any] | None = None,
+) -> AuditRecorded:
+    """Describe what `principal` did, stamped with the current request's id and source address."""
+    request = _request.get()
+    if isinstance(principal, UserPrincipal):
+        actor_type, actor_id, organisation = (
+            ActorType.USER,
+            principal.user_id,
+            principal.organisation_id,
+        )
+    elif isinstance(principal, DevicePrincipal):
+        actor_type, actor_id = ActorType.DEVICE, principal.device_id
+        organisation = principal.organisation_id
+    else:
+        actor_type, actor_id, organisation = ActorType.ANONYMOUS, None, ""
+    return AuditRecorded(
+        organisation_id=organisation_id if organisation_id is not None else organisation,
+        occurred_at=occurred_at,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        patient_id=patient_id,
+        outcome=outcome,
+        source_ip=request.source_ip,
+        request_id=request.request_id,
+        detail=detail or {},
+    )

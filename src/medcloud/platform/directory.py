@@ -3,6 +3,7 @@ tables themselves. The devices context implements it; the composition root hands
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +15,8 @@ class DeviceRef:
     id: str
     organisation_id: str
     patient_id: str | None
+    expires_at: dt.datetime | None = None
+    """When the token the device was found by stops working (None: not scheduled to)."""
 
 
 class DeviceDirectory(Protocol):
@@ -25,4 +28,43 @@ class DeviceDirectory(Protocol):
 
     async def by_token_hash(self, token_hash: str) -> DeviceRef | None:
         """Return the device holding this token, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class PatientRef:
+    """What other contexts may know of a patient: whose, and in which ward (care team)."""
+
+    id: str
+    organisation_id: str
+    ward_id: str | None
+
+
+class PatientDirectory(Protocol):
+    """Find patients by id. The identity context implements it."""
+
+    async def get(self, patient_id: str) -> PatientRef | None:
+        """Return the patient, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class CareScope:
+    """Which patients' clinical data a user may see: the whole organisation's, or a set."""
+
+    whole_organisation: bool
+    patient_ids: frozenset[str]
+
+    def allows(self, patient_id: str | None) -> bool:
+        """Tell whether this scope covers `patient_id` (data of no patient: organisation-wide)."""
+        if self.whole_organisation:
+            return True
+        return patient_id is not None and patient_id in self.patient_ids
+
+
+class CareDirectory(Protocol):
+    """Decide whose data a user may see: their care teams' patients and break-glass grants."""
+
+    async def scope(self, user_id: str, organisation_id: str, role: str) -> CareScope:
+        """Return the user's current care scope."""
         ...

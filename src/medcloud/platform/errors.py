@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,13 @@ class DomainError(Exception):
         self.detail = detail
         self.errors = tuple(errors)
         self.headers = headers or {}
+        self.audited = False
+        """Set when the use case already recorded the refusal in the audit log."""
+
+    @property
+    def denies_access(self) -> bool:
+        """Tell whether this is a refusal of access, which the audit log must record."""
+        return isinstance(self, Unauthorized | Forbidden | OutOfScope)
 
 
 class Invalid(DomainError):
@@ -57,6 +64,10 @@ class NotFound(DomainError):
     """No such object, or none the caller may know of."""
 
     status, slug, title = 404, "not-found", "Not found"
+
+
+class OutOfScope(NotFound):
+    """The object exists but lies outside the caller's reach; answered exactly like NotFound."""
 
 
 class Conflict(DomainError):
@@ -78,6 +89,15 @@ class Forbidden(DomainError):
     """Valid credentials, but not for this."""
 
     status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class TooManyRequests(DomainError):
+    """The caller must slow down; `Retry-After` says for how long."""
+
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
 class TooLarge(DomainError):
@@ -128,8 +148,17 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in parts)
 
 
+DeniedHook = Callable[[Request, DomainError], Awaitable[None]]
+
+
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)  # noqa: S101  (registered for DomainError only)
+    on_denied: DeniedHook | None = getattr(request.app.state, "on_denied", None)
+    if exc.denies_access and not exc.audited and on_denied is not None:
+        try:
+            await on_denied(request, exc)
+        except Exception:  # noqa: BLE001  (the refusal stands even if it cannot be recorded)
+            log.exception("audit.denied_not_recorded")
     return problem_response(
         status=exc.status,
         slug=exc.slug,

@@ -15,10 +15,19 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medcloud.platform.audit import RequestContext, reset_request_context, set_request_context
 from medcloud.platform.errors import PROBLEM_BASE, PROBLEM_JSON
 from medcloud.platform.metrics import Metrics
 
 log = structlog.get_logger("medcloud.http")
+
+# Responses carry patient data: never cached by intermediaries or browsers, never sniffed.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
 
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -55,6 +64,7 @@ class EdgeMiddleware:
         extra_headers = [
             (b"x-request-id", request_id.encode()),
             (b"x-service-version", self.version),
+            *SECURITY_HEADERS,
         ]
         status = 500
         started = False
@@ -68,6 +78,10 @@ class EdgeMiddleware:
             await send(message)
 
         declared = _content_length(scope)
+        client = scope.get("client")
+        context = set_request_context(
+            RequestContext(request_id=request_id, source_ip=client[0] if client else None)
+        )
         try:
             if declared is not None and declared > self.max_body:
                 raise BodyTooLarge
@@ -84,6 +98,7 @@ class EdgeMiddleware:
                 f"the body exceeds the limit of {self.max_body} bytes",
             )
         finally:
+            reset_request_context(context)
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             method = scope["method"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from medcloud.platform.errors import Forbidden, NotFound
+from medcloud.platform.directory import CareScope
+from medcloud.platform.errors import Forbidden, OutOfScope
 from medcloud.platform.security import DevicePrincipal, Principal, Role, UserPrincipal
 
 
@@ -21,19 +22,39 @@ class Action(StrEnum):
     READINGS_WRITE = "readings:write"
     READINGS_READ = "readings:read"
     ALERTS_READ = "alerts:read"
-    OPERATIONS_READ = "operations:read"
+    PATIENT_READ = "patient:read"
+    PATIENT_WRITE = "patient:write"
+    BREAK_GLASS = "patient:break-glass"
+    USER_MANAGE = "user:manage"
+    WARD_MANAGE = "ward:manage"
+    WARD_READ = "ward:read"
     PROFILE_READ = "profile:read"
     AUDIT_READ = "audit:read"
 
 
-CLINICAL = {Action.READINGS_READ, Action.ALERTS_READ, Action.DEVICE_READ, Action.PROFILE_READ}
+CLINICAL = frozenset(
+    {
+        Action.READINGS_READ,
+        Action.ALERTS_READ,
+        Action.DEVICE_READ,
+        Action.PATIENT_READ,
+        Action.PATIENT_WRITE,
+        Action.WARD_READ,
+        Action.PROFILE_READ,
+    }
+)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset(Action) - {Action.READINGS_WRITE},
-    Role.CLINICIAN: frozenset(CLINICAL),
-    Role.NURSE: frozenset(CLINICAL),
-    Role.TECHNICIAN: frozenset({Action.DEVICE_REGISTER, Action.DEVICE_READ, Action.PROFILE_READ}),
-    Role.AUDITOR: frozenset({Action.PROFILE_READ, Action.AUDIT_READ}),
+    # Admins run their organisation; they see its clinical data (audited) but are no device and
+    # need no break-glass, since nothing in their organisation is outside their reach.
+    Role.ADMIN: frozenset(Action) - {Action.READINGS_WRITE, Action.BREAK_GLASS},
+    Role.CLINICIAN: CLINICAL | {Action.BREAK_GLASS},
+    Role.NURSE: CLINICAL,
+    # Technicians keep devices running; they never see readings, alerts or patients.
+    Role.TECHNICIAN: frozenset(
+        {Action.DEVICE_REGISTER, Action.DEVICE_READ, Action.WARD_READ, Action.PROFILE_READ}
+    ),
+    Role.AUDITOR: frozenset({Action.AUDIT_READ, Action.PROFILE_READ}),
 }
 
 DEVICE_PERMISSIONS = frozenset({Action.READINGS_WRITE})
@@ -64,4 +85,10 @@ def authorize_device_write(principal: Principal, device_id: str) -> DevicePrinci
 def ensure_same_organisation(principal: UserPrincipal, organisation_id: str, what: str) -> None:
     """Answer 404 for objects outside the principal's organisation, as if they did not exist."""
     if principal.organisation_id != organisation_id:
-        raise NotFound(f"{what} not found")
+        raise OutOfScope(f"{what} not found")
+
+
+def ensure_in_care_scope(scope: CareScope, patient_id: str | None, what: str) -> None:
+    """Answer 404 for clinical data of patients outside the user's care teams and grants."""
+    if not scope.allows(patient_id):
+        raise OutOfScope(f"{what} not found")

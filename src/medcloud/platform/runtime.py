@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,10 +13,10 @@ from medcloud.platform.bus import Bus
 from medcloud.platform.cache import Cache
 from medcloud.platform.clock import Clock
 from medcloud.platform.db import Database
-from medcloud.platform.directory import DeviceDirectory
+from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.outbox import OutboxRelay
-from medcloud.platform.security import TokenService
+from medcloud.platform.security import TokenService, fetch_jwks
 from medcloud.platform.uow import UnitOfWork
 
 
@@ -34,6 +35,21 @@ class Runtime:
     tokens: TokenService
     relay: OutboxRelay
     devices: DeviceDirectory
+    patients: PatientDirectory
+    care: CareDirectory
+
+    _keys_fetched_at: float = field(default=0.0, repr=False)
+
+    async def refresh_token_keys(self, *, min_interval_seconds: float = 30.0) -> bool:
+        """Re-read the JWKS of a verify-only service, at most once per interval; tell if it did."""
+        if not self.settings.jwt_jwks_url:
+            return False
+        now = time.monotonic()
+        if self._keys_fetched_at and now - self._keys_fetched_at < min_interval_seconds:
+            return False
+        self._keys_fetched_at = now
+        self.tokens.replace_keys(await fetch_jwks(self.settings.jwt_jwks_url))
+        return True
 
     def uow(self) -> UnitOfWork:
         """Start a new unit of work; its commit wakes the local relay."""
@@ -49,5 +65,7 @@ class Runtime:
             "metrics": self.metrics,
             "cache": self.cache,
             "devices": self.devices,
+            "patients": self.patients,
+            "care": self.care,
             "tokens": self.tokens,
         }

@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -65,38 +66,127 @@ class DevicePrincipal:
 Principal = UserPrincipal | DevicePrincipal
 
 
-class TokenKeys:
-    """The signing key and the public keys that verify tokens, by key id."""
+class UnknownSigningKey(Unauthorized):
+    """The token names a key id this process does not know (yet)."""
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """Return the key id of a public key: a short digest of its raw bytes."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:12]).decode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TokenKeys:
+    """The signing key (absent in services that only verify) and every key that verifies tokens.
+
+    Rotation: a new key signs from now on; retired keys keep verifying until the tokens they
+    signed have expired, so nobody is logged out.
+    """
+
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey | None,
+        *,
+        retired: Sequence[Ed25519PublicKey] = (),
+    ) -> None:
         self.private_key = private_key
-        public = private_key.public_key()
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        self.kid = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:12]).decode()
-        self.public_keys: dict[str, Ed25519PublicKey] = {self.kid: public}
+        self.public_keys: dict[str, Ed25519PublicKey] = {}
+        self.kid = ""
+        if private_key is not None:
+            public = private_key.public_key()
+            self.kid = key_id(public)
+            self.public_keys[self.kid] = public
+        for key in retired:
+            self.public_keys.setdefault(key_id(key), key)
 
     @classmethod
-    def from_pem(cls, pem: str) -> TokenKeys:
-        """Load an Ed25519 private key in PEM."""
+    def from_pem(cls, pem: str, *, retired_pems: Sequence[str] = ()) -> TokenKeys:
+        """Load an Ed25519 private key in PEM, and the public keys of retired ones."""
         key = serialization.load_pem_private_key(pem.encode(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError("the JWT signing key must be an Ed25519 key")
-        return cls(key)
+        return cls(key, retired=[_load_public(p) for p in retired_pems])
 
     @classmethod
-    def from_file(cls, path: Path) -> TokenKeys:
-        """Load the key file, generating it (mode 0600) on the first start of an embedded setup."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(pem)
-        return cls.from_pem(path.read_text())
+    def from_directory(cls, directory: Path) -> TokenKeys:
+        """Load `jwt-*.pem` from `directory`: the newest signs, all verify. Create one if none."""
+        files = sorted(directory.glob("jwt-*.pem"))
+        if not files:
+            files = [generate_key_file(directory)]
+        keys = [_load_private(path.read_text()) for path in files]
+        return cls(keys[-1], retired=[key.public_key() for key in keys[:-1]])
+
+    @classmethod
+    def from_jwks(cls, jwks: dict[str, Any]) -> TokenKeys:
+        """Build a verify-only key set from a JWKS document."""
+        retired = []
+        for jwk in jwks.get("keys", []):
+            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+                raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                retired.append(Ed25519PublicKey.from_public_bytes(raw))
+        return cls(None, retired=retired)
+
+    def jwks(self) -> dict[str, Any]:
+        """Return the public keys as a JWKS document (RFC 7517, OKP keys of RFC 8037)."""
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": ALGORITHM,
+                    "use": "sig",
+                    "kid": kid,
+                    "x": _b64(
+                        key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                    ),
+                }
+                for kid, key in self.public_keys.items()
+            ]
+        }
+
+
+async def fetch_jwks(url: str) -> TokenKeys:
+    """Fetch a JWKS document and build a verify-only key set from it."""
+    import httpx  # only verify-only services fetch keys
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        return TokenKeys.from_jwks(response.json())
+
+
+def generate_key_file(directory: Path) -> Path:
+    """Write a new Ed25519 signing key (mode 0600) named so that it sorts after older ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    path = directory / f"jwt-{stamp}.pem"
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    return path
+
+
+def _load_private(pem: str) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("JWT signing keys must be Ed25519 keys")
+    return key
+
+
+def _load_public(pem: str) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("JWT verification keys must be Ed25519 keys")
+    return key
 
 
 class TokenService:
@@ -116,8 +206,19 @@ class TokenService:
         """How long an access token lives."""
         return self._lifetime
 
+    @property
+    def keys(self) -> TokenKeys:
+        """The key set in use."""
+        return self._keys
+
+    def replace_keys(self, keys: TokenKeys) -> None:
+        """Swap in a refreshed key set (verify-only services re-read the JWKS)."""
+        self._keys = keys
+
     def issue(self, principal: UserPrincipal) -> str:
         """Sign an access token for `principal`."""
+        if self._keys.private_key is None:
+            raise RuntimeError("this process only verifies tokens; it holds no signing key")
         now = self._clock.now()
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -141,7 +242,7 @@ class TokenService:
             header = jwt.get_unverified_header(token)
             key = self._keys.public_keys.get(str(header.get("kid")))
             if key is None:
-                raise Unauthorized("unknown signing key")
+                raise UnknownSigningKey("unknown signing key")
             claims = jwt.decode(
                 token,
                 key,
@@ -172,18 +273,25 @@ class TokenService:
             raise Unauthorized("invalid access token") from exc
 
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_hasher = [PasswordHasher()]  # argon2id; replaced by configure_password_hashing()
+
+
+def configure_password_hashing(*, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Set the argon2id cost of new hashes (existing hashes keep verifying: they carry theirs)."""
+    _hasher[0] = PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+    )
 
 
 async def hash_password(password: str) -> str:
     """Hash with argon2id, off the event loop."""
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await asyncio.to_thread(_hasher[0].hash, password)
 
 
 async def verify_password(password_hash: str, password: str) -> bool:
     """Check a password against its hash, off the event loop."""
     try:
-        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+        return await asyncio.to_thread(_hasher[0].verify, password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -191,6 +299,11 @@ async def verify_password(password_hash: str, password: str) -> bool:
 def new_device_token() -> str:
     """Return a fresh device token, shown to its owner once."""
     return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def device_cache_key(token_hash: str) -> str:
+    """Name the cache entry under which a verified device token is remembered."""
+    return f"device-token:{token_hash}"
 
 
 def hash_device_token(token: str) -> str:

@@ -56,8 +56,13 @@ def claims(**overrides: Any) -> dict[str, Any]:
     return base | overrides
 
 
+def private(keys: TokenKeys) -> Ed25519PrivateKey:
+    assert keys.private_key is not None
+    return keys.private_key
+
+
 def sign(keys: TokenKeys, payload: dict[str, Any]) -> str:
-    return jwt.encode(payload, keys.private_key, algorithm="EdDSA", headers={"kid": keys.kid})
+    return jwt.encode(payload, private(keys), algorithm="EdDSA", headers={"kid": keys.kid})
 
 
 def test_a_token_we_issued_verifies(tokens: TokenService) -> None:
@@ -102,8 +107,10 @@ def test_alg_none_is_refused(tokens: TokenService, keys: TokenKeys) -> None:
 
 
 def test_hs256_signed_with_the_public_key_is_refused(tokens: TokenService, keys: TokenKeys) -> None:
-    public_pem = keys.private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        private(keys)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     import hashlib
     import hmac
@@ -121,9 +128,7 @@ def test_hs256_signed_with_the_public_key_is_refused(tokens: TokenService, keys:
 
 def test_a_token_signed_by_another_key_is_refused(tokens: TokenService, keys: TokenKeys) -> None:
     stranger = TokenKeys(Ed25519PrivateKey.generate())
-    forged = jwt.encode(
-        claims(), stranger.private_key, algorithm="EdDSA", headers={"kid": keys.kid}
-    )
+    forged = jwt.encode(claims(), private(stranger), algorithm="EdDSA", headers={"kid": keys.kid})
     with pytest.raises(Unauthorized):
         tokens.verify(forged)
 

@@ -1,0 +1,52 @@
+"""The identity context's published interfaces: patients, and whose data a user may see."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from medcloud.identity import repository
+from medcloud.platform.clock import Clock
+from medcloud.platform.directory import CareScope, PatientRef
+from medcloud.platform.security import Role
+
+NOBODY = CareScope(whole_organisation=False, patient_ids=frozenset())
+EVERYONE = CareScope(whole_organisation=True, patient_ids=frozenset())
+
+
+class SqlPatientDirectory:
+    """Look patients up in the registry."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def get(self, patient_id: str) -> PatientRef | None:
+        """Return the patient, or None."""
+        async with self._sessions() as session:
+            patient = await repository.get_patient(session, patient_id)
+        if patient is None:
+            return None
+        return PatientRef(patient.id, patient.organisation_id, patient.ward_id)
+
+
+class SqlCareDirectory:
+    """Answer whose clinical data a user may see, fresh on every request.
+
+    Not cached: a ward change, a disabled account or an expiring break-glass grant must take
+    effect on the very next request, and the query is two indexed lookups.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    async def scope(self, user_id: str, organisation_id: str, role: str) -> CareScope:
+        """Return the user's current care scope."""
+        if role == Role.ADMIN:
+            return EVERYONE
+        if role not in (Role.CLINICIAN, Role.NURSE):
+            return NOBODY
+        async with self._sessions() as session:
+            ids = await repository.care_scope_patient_ids(
+                session, user_id, organisation_id, self._clock.now()
+            )
+        return CareScope(whole_organisation=False, patient_ids=ids)

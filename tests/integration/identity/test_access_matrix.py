@@ -1,0 +1,241 @@
+"""The access matrix, generated from the app's own route table.
+
+Every route the app exposes is either public, a device route, or declares exactly one policy
+action; a new route with none fails here. Each protected route is then called by an anonymous
+caller, a device, every role that lacks the action, another organisation and another ward, and
+finally by someone allowed (so a refusal is never an accident of a bad request).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from medcloud.platform.policy import ROLE_PERMISSIONS, Action
+from medcloud.platform.security import Role
+from tests.support.cast import Cast
+from tests.support.client import Api, reading
+
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/auth/mfa/enrol"),
+    ("POST", "/api/v1/auth/invitations/accept"),
+}
+DEVICE_ROUTES = {("POST", "/api/v1/devices/{device_id}/data")}
+
+# Who in St Mary's holds each role; the Cardiology ones care for Peter.
+MEMBERS = {
+    Role.ADMIN: "alice_admin",
+    Role.CLINICIAN: "carol_clinician",
+    Role.NURSE: "nina_nurse",
+    Role.TECHNICIAN: "tess_technician",
+    Role.AUDITOR: "audrey_auditor",
+}
+# Actions on patient data, where another ward's clinician must get 404.
+CLINICAL = {
+    Action.READINGS_READ,
+    Action.ALERTS_READ,
+    Action.PATIENT_READ,
+    Action.PATIENT_WRITE,
+    Action.DEVICE_READ,
+}
+
+BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
+    ("POST", "/api/v1/users"): lambda _c: {"email": f"{unique()}@stmary.example", "role": "nurse"},
+    ("PATCH", "/api/v1/users/{user_id}"): lambda _c: {"role": "clinician"},
+    ("POST", "/api/v1/wards"): lambda _c: {"name": f"Ward {unique()}"},
+    ("POST", "/api/v1/patients"): lambda _c: {
+        "identifier_system": "urn:test",
+        "identifier_value": unique(),
+        "family_name": "Matrix",
+        "given_name": "Test",
+        "birth_date": "1990-01-01",
+    },
+    ("PATCH", "/api/v1/patients/{patient_id}"): lambda c: {"ward_id": c.wards["cardiology"]},
+    ("POST", "/api/v1/patients/{patient_id}/break-glass"): lambda _c: {
+        "reason": "covering an emergency on this ward"
+    },
+    ("POST", "/api/v1/devices"): lambda _c: {
+        "serial_number": unique(),
+        "model": "m",
+        "manufacturer": "x",
+    },
+    ("POST", "/api/v1/devices/{device_id}/credentials/rotate"): lambda _c: {"grace_seconds": 60},
+    ("POST", "/api/v1/devices/{device_id}/credentials/revoke"): lambda _c: {},
+    ("POST", "/api/v1/devices/{device_id}/data"): lambda _c: reading(heart_rate=70),
+}
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    action: Action | None
+
+    def url(self, cast: Cast, *, org: str = "st_marys") -> str:
+        ids = {
+            "st_marys": {
+                "device_id": cast.devices["peters_oximeter"]["id"],
+                "patient_id": cast.patients["peter"]["id"],
+                "user_id": cast.user_ids["carol_clinician"],
+            },
+        }[org]
+        return self.path.format(**ids)
+
+    @property
+    def has_object(self) -> bool:
+        return "{" in self.path
+
+
+def routes(app: FastAPI) -> Iterator[APIRoute]:
+    def walk(items: list[Any]) -> Iterator[APIRoute]:
+        for item in items:
+            if isinstance(item, APIRoute):
+                yield item
+            elif hasattr(item, "original_router"):
+                yield from walk(item.original_router.routes)
+
+    yield from walk(list(app.routes))
+
+
+def endpoints(app: FastAPI) -> list[Endpoint]:
+    found = []
+    for route in routes(app):
+        actions = set(_actions(route.dependant))
+        for method in route.methods or ():
+            if method == "HEAD":
+                continue
+            key = (method, route.path)
+            if key in PUBLIC or key in DEVICE_ROUTES:
+                assert not actions, f"{key} is listed as public or device-only but has a policy"
+                found.append(Endpoint(method, route.path, None))
+                continue
+            assert len(actions) == 1, f"{method} {route.path} declares no single policy action"
+            found.append(Endpoint(method, route.path, actions.pop()))
+    return found
+
+
+def _actions(dependant: Any) -> Iterator[Action]:
+    for dependency in dependant.dependencies:
+        action = getattr(dependency.call, "medcloud_action", None)
+        if action is not None:
+            yield action
+        yield from _actions(dependency)
+
+
+async def call(api: Api, cast: Cast, endpoint: Endpoint, who: str | None) -> httpx.Response:
+    headers = cast.auth(who) if who else {}
+    body = BODIES.get((endpoint.method, endpoint.path))
+    return await api.http.request(
+        endpoint.method,
+        endpoint.url(cast),
+        json=body(cast) if body else None,
+        headers=headers,
+    )
+
+
+def st_marys_ids(cast: Cast) -> list[str]:
+    return [
+        cast.devices["peters_oximeter"]["id"],
+        cast.devices["olives_monitor"]["id"],
+        cast.patients["peter"]["id"],
+        cast.patients["olive"]["id"],
+        cast.user_ids["carol_clinician"],
+    ]
+
+
+async def test_every_route_is_covered_by_the_access_matrix(api: Api, cast: Cast) -> None:
+    table = endpoints(api.app)
+    documented = {
+        (method.upper(), path)
+        for path, operations in api.app.openapi()["paths"].items()
+        for method in operations
+    }
+    assert {(e.method, e.path) for e in table} == documented
+    missing_bodies = [
+        (e.method, e.path)
+        for e in table
+        if e.method in ("POST", "PATCH", "PUT")
+        and (e.method, e.path) not in BODIES
+        and (e.method, e.path) not in PUBLIC
+    ]
+    assert missing_bodies == [], "add a sample body for each new route"
+
+    failures: list[str] = []
+
+    def expect(endpoint: Endpoint, who: str, response: httpx.Response, *statuses: int) -> None:
+        if response.status_code not in statuses:
+            failures.append(
+                f"{endpoint.method} {endpoint.path} as {who}: {response.status_code}, "
+                f"wanted {statuses}: {response.text[:200]}"
+            )
+        elif response.status_code >= 400:
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+    protected = [e for e in table if (e.method, e.path) not in PUBLIC]
+    for endpoint in protected:
+        expect(endpoint, "anonymous", await call(api, cast, endpoint, None), 401)
+        if endpoint.action is None:  # a device route: people and other devices are refused
+            for who in ("alice_admin", "carol_clinician", "olives_monitor", "mallorys_device"):
+                expect(endpoint, who, await call(api, cast, endpoint, who), 403)
+            continue
+        expect(endpoint, "a device", await call(api, cast, endpoint, "olives_monitor"), 403)
+        for role, member in MEMBERS.items():
+            if endpoint.action not in ROLE_PERMISSIONS[role]:
+                expect(endpoint, member, await call(api, cast, endpoint, member), 403)
+        outsider = (
+            "mallory_other_org"
+            if endpoint.action in ROLE_PERMISSIONS[Role.ADMIN]
+            else "mallory_clinician"
+        )
+        response = await call(api, cast, endpoint, outsider)
+        if endpoint.has_object:
+            expect(endpoint, outsider, response, 404)
+        else:
+            expect(endpoint, outsider, response, 200, 201)
+            if endpoint.path == "/api/v1/audit":
+                # The outsider's own log names the ids they probed; it must hold only entries
+                # of their own organisation.
+                own = jwt.decode(cast.tokens[outsider], options={"verify_signature": False})
+                items = response.json()["items"]
+                leaked = [e["position"] for e in items if e["organisation_id"] != own["org"]]
+            else:
+                leaked = [i for i in st_marys_ids(cast) if i in response.text]
+            if leaked:
+                failures.append(f"{endpoint.method} {endpoint.path} shows {outsider} {leaked}")
+        if endpoint.action in CLINICAL:
+            response = await call(api, cast, endpoint, "bob_other_ward")
+            if endpoint.has_object:
+                expect(endpoint, "bob_other_ward", response, 404)
+            elif endpoint.method == "GET":
+                peters = [cast.patients["peter"]["id"], cast.devices["peters_oximeter"]["id"]]
+                if any(i in response.text for i in peters):
+                    failures.append(f"GET {endpoint.path} shows bob Peter's data")
+
+    # Finally, those who may: every refusal above was a refusal, not a broken request.
+    # (Revoking the device's credentials goes last: the device route needs them.)
+    for endpoint in sorted(protected, key=lambda e: e.path.endswith("/revoke")):
+        if endpoint.action is None:
+            who = "peters_oximeter"
+        else:
+            holders = [m for r, m in MEMBERS.items() if endpoint.action in ROLE_PERMISSIONS[r]]
+            who = "carol_clinician" if "carol_clinician" in holders else holders[0]
+        expect(endpoint, who, await call(api, cast, endpoint, who), 200, 201, 204)
+    assert failures == [], "\n".join(failures)

@@ -67,6 +67,14 @@ class IdentitySettings(BaseModel):
     """How long emergency access to a patient lasts."""
 
 
+class IngestSettings(BaseModel):
+    """Transports, the data-quality gate and the readings store."""
+
+
+class DevicesSettings(BaseModel):
+    """Device registry, status monitoring and firmware rollouts."""
+
+
 class AuditSettings(BaseModel):
     """The tamper-evident audit log."""
 
@@ -138,6 +146,10 @@ class Settings(BaseSettings):
     """Built-in alert rule thresholds."""
     bus: BusSettings = Field(default_factory=BusSettings)
     """Event delivery tuning."""
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    """Transports, the data-quality gate and the readings store."""
+    devices: DevicesSettings = Field(default_factory=DevicesSettings)
+    """Device registry, status monitoring and firmware rollouts."""
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     """Sign-in, sessions and emergency access."""
     audit: AuditSettings = Field(default_factory=AuditSettings)

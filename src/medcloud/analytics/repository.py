@@ -6,12 +6,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.analytics.models import Alert
 from medcloud.platform.db import dialect_name
+from medcloud.platform.paging import before
 
 
 async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -46,11 +47,6 @@ async def page(
     if device_id is not None:
         query = query.where(Alert.device_id == device_id)
     if after is not None:
-        raised_at, alert_id = after
-        query = query.where(
-            or_(
-                Alert.raised_at < raised_at, and_(Alert.raised_at == raised_at, Alert.id < alert_id)
-            )
-        )
+        query = query.where(before(Alert.raised_at, Alert.id, after))
     query = query.order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit)
     return (await session.scalars(query)).all()

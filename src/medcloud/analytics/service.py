@@ -16,7 +16,7 @@ from medcloud.ingest.events import ReadingsCollected
 from medcloud.platform.audit import audit_record
 from medcloud.platform.directory import CareDirectory
 from medcloud.platform.metrics import Metrics
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.security import UserPrincipal
 from medcloud.platform.uow import UnitOfWork
 
@@ -93,12 +93,8 @@ async def list_alerts(
             )
         )
         await uow.commit()
-    items = [_read(alert) for alert in alerts[:limit]]
-    next_cursor = None
-    if len(alerts) > limit:
-        last = alerts[limit - 1]
-        next_cursor = encode_cursor(last.raised_at, last.id)
-    return AlertPage(items=items, next_cursor=next_cursor)
+    shown, next_cursor = page_of(alerts, limit, lambda a: (a.raised_at, a.id))
+    return AlertPage(items=[_read(alert) for alert in shown], next_cursor=next_cursor)
 
 
 def _read(alert: Alert) -> AlertRead:

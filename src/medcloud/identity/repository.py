@@ -18,6 +18,7 @@ from medcloud.identity.models import (
     Ward,
     WardMember,
 )
+from medcloud.platform.paging import before
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> UserAccount | None:
@@ -201,13 +202,7 @@ async def page_patients(
     if only is not None:
         query = query.where(Patient.id.in_(only))
     if after is not None:
-        created_at, patient_id = after
-        query = query.where(
-            or_(
-                Patient.created_at < created_at,
-                and_(Patient.created_at == created_at, Patient.id < patient_id),
-            )
-        )
+        query = query.where(before(Patient.created_at, Patient.id, after))
     query = query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
     return (await session.scalars(query)).all()
 

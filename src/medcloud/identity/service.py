@@ -55,7 +55,7 @@ from medcloud.platform.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import ensure_in_care_scope
 from medcloud.platform.security import (
     Role,
@@ -639,12 +639,8 @@ async def list_patients(
             )
         )
         await uow.commit()
-    items = [_patient_read(p) for p in patients[:limit]]
-    next_cursor = None
-    if len(patients) > limit:
-        last = patients[limit - 1]
-        next_cursor = encode_cursor(last.created_at, last.id)
-    return PatientPage(items=items, next_cursor=next_cursor)
+    shown, next_cursor = page_of(patients, limit, lambda p: (p.created_at, p.id))
+    return PatientPage(items=[_patient_read(p) for p in shown], next_cursor=next_cursor)
 
 
 async def update_patient(

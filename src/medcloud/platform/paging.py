@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from medcloud.platform.errors import FieldError, Invalid
+
+T = TypeVar("T")
 
 
 def encode_cursor(timestamp: dt.datetime, key: str | int) -> str:
@@ -29,3 +36,22 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
             errors=[FieldError("query.cursor", "unknown cursor")],
         )
     return parsed, key
+
+
+def before(
+    timestamp_column: InstrumentedAttribute[dt.datetime],
+    key_column: InstrumentedAttribute[Any],
+    after: tuple[dt.datetime, Any],
+) -> ColumnElement[bool]:
+    """Select the rows that follow (timestamp, key) in newest-first order."""
+    timestamp, key = after
+    return or_(timestamp_column < timestamp, and_(timestamp_column == timestamp, key_column < key))
+
+
+def page_of(
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[dt.datetime, str | int]]
+) -> tuple[Sequence[T], str | None]:
+    """Split `limit + 1` fetched rows into the page and the cursor of the next one (if any)."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(*key(rows[limit - 1]))

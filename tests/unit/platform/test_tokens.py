@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -14,7 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medcloud.platform.clock import FrozenClock
 from medcloud.platform.errors import Unauthorized
-from medcloud.platform.security import Role, TokenKeys, TokenService, UserPrincipal
+from medcloud.platform.security import (
+    Role,
+    TokenKeys,
+    TokenService,
+    UserPrincipal,
+    generate_key_file,
+)
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 ALICE = UserPrincipal("user-alice", "org-1", Role.CLINICIAN)
@@ -138,3 +145,75 @@ def test_a_tampered_payload_is_refused(tokens: TokenService) -> None:
     admin = base64.urlsafe_b64encode(json.dumps(claims(role="admin")).encode()).rstrip(b"=")
     with pytest.raises(Unauthorized):
         tokens.verify(f"{header}.{admin.decode()}.{signature}")
+
+
+def test_rotating_the_signing_key_logs_nobody_out(tmp_path: Path, clock: FrozenClock) -> None:
+    def service(keys: TokenKeys) -> TokenService:
+        return TokenService(
+            keys,
+            issuer="medcloud",
+            audience="medcloud-api",
+            lifetime=dt.timedelta(minutes=15),
+            clock=clock,
+        )
+
+    before = service(TokenKeys.from_directory(tmp_path))
+    old_token = before.issue(ALICE)
+    generate_key_file(tmp_path)  # the operator adds a key and restarts
+    after = service(TokenKeys.from_directory(tmp_path))
+    assert after.verify(old_token) == ALICE
+    new_token = after.issue(ALICE)
+    assert (
+        jwt.get_unverified_header(new_token)["kid"] != jwt.get_unverified_header(old_token)["kid"]
+    )
+    assert after.verify(new_token) == ALICE
+    assert len(after.keys.jwks()["keys"]) == 2
+
+
+def test_a_service_holding_only_the_jwks_verifies_but_cannot_sign(
+    tokens: TokenService, keys: TokenKeys, clock: FrozenClock
+) -> None:
+    verifier = TokenService(
+        TokenKeys.from_jwks(keys.jwks()),
+        issuer="medcloud",
+        audience="medcloud-api",
+        lifetime=dt.timedelta(minutes=15),
+        clock=clock,
+    )
+    assert verifier.verify(tokens.issue(ALICE)) == ALICE
+    with pytest.raises(RuntimeError):
+        verifier.issue(ALICE)
+
+
+def test_retired_public_keys_from_configuration_still_verify(clock: FrozenClock) -> None:
+    old = Ed25519PrivateKey.generate()
+    old_service = TokenService(
+        TokenKeys(old),
+        issuer="medcloud",
+        audience="medcloud-api",
+        lifetime=dt.timedelta(minutes=15),
+        clock=clock,
+    )
+    token = old_service.issue(ALICE)
+    new_pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    old_public = (
+        old.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    rotated = TokenService(
+        TokenKeys.from_pem(new_pem, retired_pems=[old_public]),
+        issuer="medcloud",
+        audience="medcloud-api",
+        lifetime=dt.timedelta(minutes=15),
+        clock=clock,
+    )
+    assert rotated.verify(token) == ALICE

@@ -6,7 +6,6 @@ Redis, and a service that cannot be reached fails the run instead of skipping it
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -80,8 +79,3 @@ async def settings(
     finally:
         await services.drop_database(urls, name)
         await services.delete_rabbit_objects(urls, name)
-
-
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    return asyncio.DefaultEventLoopPolicy()

@@ -57,7 +57,11 @@ def main() -> None:
             rss = psutil.Process(process.pid).memory_info().rss / 1024 / 1024
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     result = {
         "benchmark": "serve_startup",
         "mode": "embedded (SQLite, in-process bus)",

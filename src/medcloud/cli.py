@@ -111,6 +111,52 @@ def migrate() -> None:
     console.print("[green]database is up to date[/green]")
 
 
+@app.command("create-organisation")
+def create_organisation(
+    name: Annotated[str, typer.Option(help="The organisation's name.")],
+    admin_email: Annotated[str, typer.Option(help="Email of its first admin.")],
+    admin_password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="MEDCLOUD_NEW_ADMIN_PASSWORD",
+        ),
+    ],
+) -> None:
+    """Create an organisation (tenant) with its first admin."""
+    from medcloud.bootstrap import Lifecycle, bootstrap
+    from medcloud.config import Settings
+    from medcloud.identity.service import create_organisation as create
+    from medcloud.platform.errors import DomainError
+
+    settings = Settings()
+
+    async def run() -> str:
+        runtime = bootstrap(settings)
+        lifecycle = Lifecycle(runtime, [])
+        await lifecycle.start(migrate_first=settings.migrate_on_start, workers=False)
+        try:
+            organisation_id, _ = await create(
+                uow_factory=runtime.uow,
+                name=name,
+                admin_email=admin_email,
+                admin_password=admin_password,
+            )
+            return organisation_id
+        finally:
+            await lifecycle.stop()
+
+    try:
+        organisation_id = asyncio.run(run())
+    except DomainError as error:
+        details = "; ".join(f"{e.field}: {e.message}" for e in error.errors)
+        console.print(f"[red]{error.detail}[/red] {details}")
+        raise typer.Exit(1) from error
+    console.print(f"[green]organisation {organisation_id} created[/green]")
+
+
 @app.command()
 def simulate(
     url: Annotated[

@@ -165,3 +165,33 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
     assert "password:" in out
     assert "latest readings" in out
     assert "ALERT heart_rate_" in out
+
+
+def test_an_operator_creates_an_organisation_and_a_weak_admin_password_is_refused(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "MEDCLOUD_VAR_DIR": str(tmp_path / "var"),
+        "MEDCLOUD_NEW_ADMIN_PASSWORD": "a-long-enough-passphrase-42",
+    }
+    args = [sys.executable, "-m", "medcloud.cli", "create-organisation", "--name", "St Mary's"]
+    created = subprocess.run(
+        [*args, "--admin-email", "admin@stmary.example"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    weak = subprocess.run(
+        [*args, "--admin-email", "other@stmary.example"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env | {"MEDCLOUD_NEW_ADMIN_PASSWORD": "short"},
+        cwd=tmp_path,
+    )
+    assert weak.returncode == 1 and "password" in weak.stdout + weak.stderr

@@ -43,7 +43,7 @@ from medcloud.identity.schemas import (
     WardPage,
     WardRead,
 )
-from medcloud.platform.audit import Outcome, audit_record
+from medcloud.platform.audit import AuditRecorded, Outcome, audit_record
 from medcloud.platform.cache import Cache
 from medcloud.platform.directory import CareDirectory
 from medcloud.platform.errors import (
@@ -576,16 +576,7 @@ async def create_patient(
             created_at=now,
         )
         uow.session.add(patient)
-        uow.publish(
-            audit_record(
-                principal,
-                "patient.create",
-                occurred_at=now,
-                object_type="patient",
-                object_id=patient.id,
-                patient_id=patient.id,
-            )
-        )
+        uow.publish(_patient_audit(uow, principal, "patient.create", patient))
         await uow.commit()
     return _patient_read(patient)
 
@@ -596,16 +587,7 @@ async def get_patient(
     """Return a patient within the user's care scope; the read is audited."""
     async with uow:
         patient = await _patient_in_scope(uow, care, principal, patient_id)
-        uow.publish(
-            audit_record(
-                principal,
-                "patient.read",
-                occurred_at=uow.clock.now(),
-                object_type="patient",
-                object_id=patient.id,
-                patient_id=patient.id,
-            )
-        )
+        uow.publish(_patient_audit(uow, principal, "patient.read", patient))
         await uow.commit()
     return _patient_read(patient)
 
@@ -657,16 +639,7 @@ async def update_patient(
         if cmd.ward_id is not None:
             await _check_ward(uow.session, principal.organisation_id, cmd.ward_id)
         patient.ward_id = cmd.ward_id
-        uow.publish(
-            audit_record(
-                principal,
-                "patient.update",
-                occurred_at=uow.clock.now(),
-                object_type="patient",
-                object_id=patient.id,
-                patient_id=patient.id,
-            )
-        )
+        uow.publish(_patient_audit(uow, principal, "patient.update", patient))
         await uow.commit()
     return _patient_read(patient)
 
@@ -727,6 +700,19 @@ async def _patient_in_scope(
 async def _check_ward(session: AsyncSession, organisation_id: str, ward_id: str) -> None:
     if not await repository.wards_in_organisation(session, organisation_id, [ward_id]):
         raise Invalid("unknown ward", errors=[FieldError("ward_id", "no such ward")])
+
+
+def _patient_audit(
+    uow: UnitOfWork, principal: UserPrincipal, action: str, patient: Patient
+) -> AuditRecorded:
+    return audit_record(
+        principal,
+        action,
+        occurred_at=uow.clock.now(),
+        object_type="patient",
+        object_id=patient.id,
+        patient_id=patient.id,
+    )
 
 
 def _patient_read(patient: Patient) -> PatientRead:

@@ -126,7 +126,8 @@ def reading(at: dt.datetime | None = None, **measurements: float) -> dict[str, A
 async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Api]:
     """Start the app with its lifespan and yield a client to it."""
     app = create_app(settings, **kwargs)
-    async with LifespanManager(app, startup_timeout=60) as manager:
+    # Shutdown lets the relay finish its batch; after a flood of events that takes a while.
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://medcloud.test") as http:
             yield Api(http=http, app=app)

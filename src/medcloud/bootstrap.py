@@ -169,7 +169,7 @@ class Lifecycle:
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
 
-    async def stop(self, *, grace_seconds: float = 10.0) -> None:
+    async def stop(self, *, grace_seconds: float = 30.0) -> None:
         """Let the relay finish its batch, stop the loops, then close bus, cache and database."""
         self._stop.set()
         # Cancelling a handler mid-transaction would leave its connection half-closed; the relay

@@ -70,9 +70,54 @@ class IdentitySettings(BaseModel):
 class IngestSettings(BaseModel):
     """Transports, the data-quality gate and the readings store."""
 
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    """A gzip request body that inflates beyond this is refused with 413 (zip bombs)."""
+    max_past_drift_seconds: float = 86_400.0
+    """Readings stamped further in the past than this (at receipt) are stored but flagged."""
+    quarantine_max_per_request: int = 100
+    """Problems of one rejected request kept in quarantine; the rest are only counted."""
+    quarantine_payload_bytes: int = 2048
+    """Bytes of a rejected reading kept in quarantine with its reason."""
+    idempotency_ttl_seconds: float = 86_400.0
+    """How long the answer to a request with an Idempotency-Key is replayed."""
+    writer_batch_rows: int = 5000
+    """The micro-batch writer commits once this many rows are waiting."""
+    writer_batch_ms: float = 10.0
+    """…or once the oldest waiting row has waited this long."""
+    writer_max_pending_rows: int = 200_000
+    """Rows waiting for the writer beyond which HTTP answers 503 with Retry-After."""
+    partitions_ahead_months: int = 3
+    """Monthly reading partitions created ahead of time (PostgreSQL)."""
+    retention_days: int = 0
+    """Partitions wholly older than this are dropped (PostgreSQL); 0 keeps everything."""
+    partition_check_seconds: float = 3600.0
+    """How often partitions are created ahead and expired ones dropped."""
+    max_chart_points: int = 1000
+    """Buckets per measurement type a downsampled range returns at most."""
+
 
 class DevicesSettings(BaseModel):
     """Device registry, status monitoring and firmware rollouts."""
+
+    default_reporting_interval_seconds: float = 60.0
+    """Expected reporting interval of a device whose model names none."""
+    offline_after_missed_intervals: float = 3.0
+    """Reporting intervals a device may stay silent before it counts as offline."""
+    status_check_seconds: float = 5.0
+    """How often the status monitor looks for silent devices and stalled updates."""
+    low_battery_percent: float = 20.0
+    """A heartbeat at or below this battery level raises a technical alert."""
+    object_dir: Path | None = None
+    """Directory of the object store for firmware images; empty means `var_dir/objects`."""
+    firmware_max_bytes: int = 64 * 1024 * 1024
+    """Largest firmware image accepted (the edge's `max_body_bytes` applies too)."""
+    update_timeout_seconds: float = 3600.0
+    """A firmware update silent this long counts as failed."""
+    maintenance_window: str = Field(
+        default="02:00-05:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+    )
+    """Daily window (UTC, `HH:MM-HH:MM`, may span midnight) in which devices assigned to a
+    patient may update, unless a campaign overrides it."""
 
 
 class AuditSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -92,40 +93,224 @@ async def admin_token(client: httpx.AsyncClient, email: str, password: str) -> s
 
 
 async def register_fleet(
-    client: httpx.AsyncClient, token: str, count: int, *, prefix: str | None = None
+    client: httpx.AsyncClient,
+    token: str,
+    count: int,
+    *,
+    prefix: str | None = None,
+    model: str = "BedsideMonitor 3",
+    manufacturer: str = "medcloud simulator",
+    firmware_version: str | None = None,
+    patients: bool = True,
 ) -> list[SimulatedDevice]:
-    """Register `count` simulated monitors (serials are unique per run unless `prefix` is given)."""
+    """Register `count` simulated monitors (serials are unique per run unless `prefix` is given).
+
+    With `patients`, each is assigned to a simulated patient of its own.
+    """
     prefix = prefix or f"SIM-{int(time.time())}"
     devices = []
     headers = {"Authorization": f"Bearer {token}"}
     for index in range(count):
         serial = f"{prefix}-{index + 1:03d}"
-        patient = await client.post(
-            "/api/v1/patients",
-            json={
-                "identifier_system": "urn:medcloud:simulator",
-                "identifier_value": serial,
-                "family_name": "Simulated",
-                "given_name": f"Patient {index + 1}",
-                "birth_date": "1950-01-01",
-            },
-            headers=headers,
-        )
-        patient.raise_for_status()
-        response = await client.post(
-            "/api/v1/devices",
-            json={
-                "serial_number": serial,
-                "model": "BedsideMonitor 3",
-                "manufacturer": "medcloud simulator",
-                "patient_id": patient.json()["id"],
-            },
-            headers=headers,
-        )
+        patient_id = None
+        if patients:
+            patient = await client.post(
+                "/api/v1/patients",
+                json={
+                    "identifier_system": "urn:medcloud:simulator",
+                    "identifier_value": serial,
+                    "family_name": "Simulated",
+                    "given_name": f"Patient {index + 1}",
+                    "birth_date": "1950-01-01",
+                },
+                headers=headers,
+            )
+            patient.raise_for_status()
+            patient_id = patient.json()["id"]
+        body: dict[str, str | None] = {
+            "serial_number": serial,
+            "model": model,
+            "manufacturer": manufacturer,
+            "patient_id": patient_id,
+        }
+        if firmware_version is not None:
+            body["firmware_version"] = firmware_version
+        response = await client.post("/api/v1/devices", json=body, headers=headers)
         response.raise_for_status()
-        body = response.json()
-        devices.append(SimulatedDevice(body["id"], body["token"], serial))
+        registered = response.json()
+        devices.append(SimulatedDevice(registered["id"], registered["token"], serial))
     return devices
+
+
+class FailurePlan:
+    """Decide which updates fail so that exactly `share` of them do, spread evenly.
+
+    Error diffusion rather than chance: a test of thresholds must not depend on luck, and the
+    first failure comes early (the count starts half-way), as it does in a bad release.
+    """
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self._carry = 0.5
+        self.failures = 0
+
+    def next_fails(self) -> bool:
+        """Tell whether the next update fails."""
+        self._carry += self.share
+        if self._carry >= 1:
+            self._carry -= 1
+            self.failures += 1
+            return True
+        return False
+
+
+@dataclass
+class DeviceState:
+    """What a simulated device knows about itself."""
+
+    device: SimulatedDevice
+    firmware_version: str
+    battery_percent: float = 100.0
+    uptime_seconds: int = 0
+    silent: bool = False
+
+
+@dataclass
+class UpdateStats:
+    """How the fleet's updates went."""
+
+    offered: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    corrupt: int = 0
+
+
+async def heartbeat(client: httpx.AsyncClient, state: DeviceState) -> httpx.Response:
+    """Send the device's heartbeat (nothing if it has gone silent)."""
+    return await client.post(
+        f"/api/v1/devices/{state.device.id}/heartbeat",
+        json={
+            "battery_percent": round(state.battery_percent, 1),
+            "signal_strength_dbm": -60,
+            "firmware_version": state.firmware_version,
+            "uptime_seconds": state.uptime_seconds,
+        },
+        headers={"Authorization": f"Bearer {state.device.token}"},
+    )
+
+
+async def update_once(
+    client: httpx.AsyncClient, state: DeviceState, plan: FailurePlan, stats: UpdateStats
+) -> bool:
+    """Check for an update and apply it as a device would; tell whether one was offered.
+
+    A failing update alternates between reporting failure and restarting on the old version
+    (which the server must recognise as a rollback).
+    """
+    headers = {"Authorization": f"Bearer {state.device.token}"}
+    base = f"/api/v1/devices/{state.device.id}/firmware"
+    response = await client.get(f"{base}/update", headers=headers)
+    if response.status_code == 204:
+        return False
+    response.raise_for_status()
+    offer = response.json()
+    stats.offered += 1
+
+    async def report(status: str, reason: str | None = None) -> None:
+        sent = await client.post(
+            f"{base}/progress",
+            json={"status": status, "reason": reason, "campaign_id": offer["campaign_id"]},
+            headers=headers,
+        )
+        sent.raise_for_status()
+
+    await report("downloading")
+    image = await client.get(offer["download_url"], headers=headers)
+    image.raise_for_status()
+    if hashlib.sha256(image.content).hexdigest() != offer["sha256"]:
+        stats.corrupt += 1
+        await report("failed", "the image does not match its digest")
+        return True
+    await report("installing")
+    if plan.next_fails():
+        if plan.failures % 2:
+            stats.failed += 1
+            await report("failed", "simulated installation failure")
+        else:
+            stats.rolled_back += 1
+            state.uptime_seconds = 0
+            (await heartbeat(client, state)).raise_for_status()
+        return True
+    state.firmware_version = offer["version"]
+    state.uptime_seconds = 0
+    stats.succeeded += 1
+    await report("succeeded")
+    return True
+
+
+async def fleet_tick(
+    client: httpx.AsyncClient,
+    fleet: list[DeviceState],
+    *,
+    plan: FailurePlan,
+    stats: UpdateStats,
+    heartbeats: bool = True,
+    updates: bool = True,
+    elapsed_seconds: int = 60,
+    concurrency: int = 32,
+) -> None:
+    """Advance every device that is not silent by one reporting interval, side by side.
+
+    At most `concurrency` devices talk at once: one client standing in for a whole fleet would
+    otherwise open more connections (to the server, and through it to its cache) than any
+    deployment allows a single source.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(state: DeviceState) -> None:
+        if state.silent:
+            return
+        state.uptime_seconds += elapsed_seconds
+        state.battery_percent = max(0.0, state.battery_percent - 0.05)
+        async with gate:
+            if heartbeats:
+                (await heartbeat(client, state)).raise_for_status()
+            if updates:
+                await update_once(client, state, plan, stats)
+
+    await asyncio.gather(*(one(state) for state in fleet))
+
+
+async def operate(
+    client: httpx.AsyncClient,
+    fleet: list[DeviceState],
+    *,
+    interval_seconds: float,
+    seconds: float | None,
+    silent_share: float = 0.0,
+    failure_share: float = 0.0,
+    seed: int | None = None,
+) -> UpdateStats:
+    """Heartbeat and take updates every interval until `seconds` pass (None: forever).
+
+    `silent_share` of the devices stop reporting after the first interval; `failure_share` of
+    the updates fail.
+    """
+    rng = random.Random(seed)  # noqa: S311  (simulation)
+    plan, stats = FailurePlan(failure_share), UpdateStats()
+    started = time.monotonic()
+    first = True
+    while seconds is None or time.monotonic() - started < seconds:
+        await fleet_tick(
+            client, fleet, plan=plan, stats=stats, elapsed_seconds=int(interval_seconds)
+        )
+        if first:
+            for state in fleet:
+                state.silent = rng.random() < silent_share
+            first = False
+        await asyncio.sleep(interval_seconds)
+    return stats
 
 
 async def stream(

@@ -167,7 +167,9 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
     assert "ALERT heart_rate_" in out
 
 
-def test_an_operator_creates_an_organisation_and_a_weak_admin_password_is_refused(tmp_path: Path) -> None:
+def test_an_operator_creates_an_organisation_and_a_weak_admin_password_is_refused(
+    tmp_path: Path,
+) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),

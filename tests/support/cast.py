@@ -8,9 +8,15 @@ entirely, with her own clinician, patient and device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from medcloud.devices import firmware as fw
 from medcloud.identity.service import create_organisation
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support.client import Api, bearer
@@ -27,6 +33,9 @@ class Cast:
     wards: dict[str, str]
     patients: dict[str, dict[str, Any]]
     devices: dict[str, dict[str, Any]]
+    firmware: dict[str, Any] = field(default_factory=dict)
+    """St Mary's PulseOx 2 model, a verified image in a campaign for Peter's oximeter, and an
+    image announced but not uploaded (its bytes are FIRMWARE_PAYLOAD, as httpx sends JSON)."""
 
     def auth(self, name: str) -> dict[str, str]:
         """The Authorization header of a cast member (a person or a device)."""
@@ -123,4 +132,86 @@ async def build_cast(api: Api) -> Cast:
         wards={"cardiology": cardiology, "oncology": oncology, "mallory": mallory_ward},
         patients=patients,
         devices=devices,
+        firmware=await firmware(api, alice, devices["peters_oximeter"]),
     )
+
+
+FIRMWARE_PAYLOAD = {"image": "PulseOx 2 firmware 9.9.9"}
+FIRMWARE_EXPIRY = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+
+
+async def signed_image(
+    api: Api, admin: str, model_id: str, key: Ed25519PrivateKey, version: str, content: bytes
+) -> dict[str, Any]:
+    """Announce an image of PulseOx 2 signed by `key` over `content`; return it (pending)."""
+    manifest = fw.canonical_manifest(
+        model="PulseOx 2", version=version, min_version=None, expires_at=FIRMWARE_EXPIRY
+    )
+    digest = hashlib.sha256(content).hexdigest()
+    response = await api.http.post(
+        f"/api/v1/device-models/{model_id}/firmware",
+        json={
+            "file_name": f"pulseox2-{version}.bin",
+            "manifest": manifest,
+            "signature": fw.sign(key, fw.signed_message(digest, manifest)),
+        },
+        headers=bearer(admin),
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def firmware(api: Api, admin: str, oximeter: dict[str, Any]) -> dict[str, Any]:
+    """A model, an image in a campaign to Peter's oximeter, and an image awaiting its bytes."""
+    key = Ed25519PrivateKey.generate()
+    model = await api.http.post(
+        "/api/v1/device-models",
+        json={
+            "manufacturer": "Acme Medical",
+            "model": "PulseOx 2",
+            "measurement_types": ["spo2", "heart_rate"],
+            "reporting_interval_seconds": 60,
+            "signing_public_key": fw.public_pem(key),
+        },
+        headers=bearer(admin),
+    )
+    assert model.status_code == 201, model.text
+    model_id = model.json()["id"]
+    beat = await api.http.post(
+        f"/api/v1/devices/{oximeter['id']}/heartbeat",
+        json={"firmware_version": "1.0.0", "battery_percent": 90},
+        headers=bearer(oximeter["token"]),
+    )
+    assert beat.status_code == 200, beat.text
+    content = b"PulseOx 2 firmware 1.1.0"
+    image = await signed_image(api, admin, model_id, key, "1.1.0", content)
+    uploaded = await api.http.put(
+        f"/api/v1/device-models/{model_id}/firmware/1.1.0/content",
+        content=content,
+        headers=bearer(admin),
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    # What the access matrix uploads is the JSON encoding httpx gives FIRMWARE_PAYLOAD.
+    payload = httpx.Request("PUT", "http://medcloud.test/", json=FIRMWARE_PAYLOAD).content
+    await signed_image(api, admin, model_id, key, "9.9.9", payload)
+    campaign = await api.http.post(
+        f"/api/v1/device-models/{model_id}/campaigns",
+        json={
+            "name": "PulseOx 2 to 1.1.0",
+            "image_id": image["id"],
+            "waves": [100],
+            "override_maintenance_window": True,
+        },
+        headers=bearer(admin),
+    )
+    assert campaign.status_code == 201, campaign.text
+    return {
+        "key": key,
+        "public_key": fw.public_pem(key),
+        "model_id": model_id,
+        "image_id": image["id"],
+        "pending_version": "9.9.9",
+        "payload": FIRMWARE_PAYLOAD,
+        "campaign_id": campaign.json()["id"],
+    }

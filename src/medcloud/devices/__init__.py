@@ -1,4 +1,4 @@
-"""Devices: the registry, device credentials and liveness."""
+"""Devices: the registry, credentials, liveness, firmware images and rollout campaigns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medcloud.devices.api import router
 from medcloud.devices.handlers import SUBSCRIPTIONS
-from medcloud.devices.service import refresh_active_devices
+from medcloud.devices.service import monitor_devices, refresh_active_devices
 from medcloud.platform.context import Context
 
 CONTEXT = Context(
@@ -14,5 +14,5 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    background=(refresh_active_devices,),
+    background=(refresh_active_devices, monitor_devices),
 )

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from medcloud.devices.models import Device, DeviceCredential
+from medcloud.devices.firmware import IN_FLIGHT, CampaignStatus, TargetStatus
+from medcloud.devices.models import (
+    Device,
+    DeviceAlert,
+    DeviceAssignment,
+    DeviceCredential,
+    DeviceModel,
+    FirmwareImage,
+    RolloutCampaign,
+    RolloutTarget,
+)
 
 
 async def get(session: AsyncSession, device_id: str) -> Device | None:
@@ -23,7 +34,7 @@ async def get_in_organisation(
     """Return the organisation's device, or None; `for_update` locks it (PostgreSQL)."""
     query = select(Device).where(Device.id == device_id, Device.organisation_id == organisation_id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
 
 
@@ -102,6 +113,18 @@ async def serial_taken(session: AsyncSession, organisation_id: str, serial_numbe
     return found is not None
 
 
+@dataclass(frozen=True)
+class DeviceFilter:
+    """What a device search narrows to; None means any."""
+
+    status: str | None = None
+    model: str | None = None
+    model_id: str | None = None
+    ward_id: str | None = None
+    firmware_version: str | None = None
+    patient_id: str | None = None
+
+
 async def page(
     session: AsyncSession,
     organisation_id: str,
@@ -109,11 +132,22 @@ async def page(
     patients: frozenset[str] | None = None,
     limit: int,
     after: tuple[dt.datetime, str] | None,
+    where: DeviceFilter = DeviceFilter(),
 ) -> Sequence[Device]:
     """Return up to `limit` devices (of `patients`, if given), newest first, after a cursor."""
     query = select(Device).where(Device.organisation_id == organisation_id)
     if patients is not None:
         query = query.where(Device.patient_id.in_(patients))
+    for column, value in (
+        (Device.status, where.status),
+        (Device.model, where.model),
+        (Device.model_id, where.model_id),
+        (Device.ward_id, where.ward_id),
+        (Device.firmware_version, where.firmware_version),
+        (Device.patient_id, where.patient_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
     if after is not None:
         created_at, device_id = after
         query = query.where(
@@ -142,3 +176,305 @@ async def count_seen_since(session: AsyncSession, since: dt.datetime) -> int:
     """Count devices seen at or after `since`."""
     query = select(func.count()).select_from(Device).where(Device.last_seen_at >= since)
     return int(await session.scalar(query) or 0)
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Count devices per status, across organisations (for the gauges)."""
+    rows = await session.execute(select(Device.status, func.count()).group_by(Device.status))
+    return {status: int(count) for status, count in rows.all()}
+
+
+async def online_with_interval(session: AsyncSession) -> Sequence[tuple[Device, float | None]]:
+    """Return online devices with their model's reporting interval (None: no model)."""
+    query = (
+        select(Device, DeviceModel.reporting_interval_seconds)
+        .outerjoin(DeviceModel, DeviceModel.id == Device.model_id)
+        .where(Device.status == "online")
+        # Two monitors running side by side each take the devices the other has not locked.
+        .with_for_update(of=Device, skip_locked=True)
+    )
+    return [(device, interval) for device, interval in (await session.execute(query)).all()]
+
+
+async def get_model(
+    session: AsyncSession, organisation_id: str, model_id: str
+) -> DeviceModel | None:
+    """Return the organisation's device model, or None."""
+    return await session.scalar(
+        select(DeviceModel).where(
+            DeviceModel.id == model_id, DeviceModel.organisation_id == organisation_id
+        )
+    )
+
+
+async def find_model(
+    session: AsyncSession, organisation_id: str, manufacturer: str, model: str
+) -> DeviceModel | None:
+    """Return the organisation's profile of this manufacturer's model, or None."""
+    return await session.scalar(
+        select(DeviceModel).where(
+            DeviceModel.organisation_id == organisation_id,
+            DeviceModel.manufacturer == manufacturer,
+            DeviceModel.model == model,
+        )
+    )
+
+
+async def models(session: AsyncSession, organisation_id: str) -> Sequence[DeviceModel]:
+    """Return the organisation's device models by manufacturer and name."""
+    query = (
+        select(DeviceModel)
+        .where(DeviceModel.organisation_id == organisation_id)
+        .order_by(DeviceModel.manufacturer, DeviceModel.model)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def adopt_devices(session: AsyncSession, model: DeviceModel) -> None:
+    """Link the organisation's devices that name this model but no profile yet to it."""
+    await session.execute(
+        update(Device)
+        .where(
+            Device.organisation_id == model.organisation_id,
+            Device.manufacturer == model.manufacturer,
+            Device.model == model.model,
+            Device.model_id.is_(None),
+        )
+        .values(model_id=model.id)
+    )
+
+
+async def current_assignment(session: AsyncSession, device_id: str) -> DeviceAssignment | None:
+    """Return the device's open assignment, or None."""
+    return await session.scalar(
+        select(DeviceAssignment).where(
+            DeviceAssignment.device_id == device_id, DeviceAssignment.ended_at.is_(None)
+        )
+    )
+
+
+async def assignments(session: AsyncSession, device_id: str) -> Sequence[DeviceAssignment]:
+    """Return the device's assignments, newest first."""
+    query = (
+        select(DeviceAssignment)
+        .where(DeviceAssignment.device_id == device_id)
+        .order_by(DeviceAssignment.started_at.desc(), DeviceAssignment.id.desc())
+    )
+    return (await session.scalars(query)).all()
+
+
+async def open_alert(session: AsyncSession, device_id: str, kind: str) -> DeviceAlert | None:
+    """Return the device's unresolved alert of this kind, or None."""
+    return await session.scalar(
+        select(DeviceAlert).where(
+            DeviceAlert.device_id == device_id,
+            DeviceAlert.kind == kind,
+            DeviceAlert.resolved_at.is_(None),
+        )
+    )
+
+
+async def alerts_page(
+    session: AsyncSession,
+    organisation_id: str,
+    *,
+    patients: frozenset[str] | None,
+    device_id: str | None,
+    open_only: bool,
+    limit: int,
+    after: tuple[dt.datetime, str] | None,
+) -> Sequence[DeviceAlert]:
+    """Return technical alerts, newest first, after a (raised_at, id) cursor."""
+    query = select(DeviceAlert).where(DeviceAlert.organisation_id == organisation_id)
+    if patients is not None:
+        query = query.where(DeviceAlert.patient_id.in_(patients))
+    if device_id is not None:
+        query = query.where(DeviceAlert.device_id == device_id)
+    if open_only:
+        query = query.where(DeviceAlert.resolved_at.is_(None))
+    if after is not None:
+        raised_at, alert_id = after
+        query = query.where(
+            or_(
+                DeviceAlert.raised_at < raised_at,
+                and_(DeviceAlert.raised_at == raised_at, DeviceAlert.id < alert_id),
+            )
+        )
+    query = query.order_by(DeviceAlert.raised_at.desc(), DeviceAlert.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def get_image(
+    session: AsyncSession, organisation_id: str, image_id: str, *, for_update: bool = False
+) -> FirmwareImage | None:
+    """Return the organisation's firmware image, or None."""
+    query = select(FirmwareImage).where(
+        FirmwareImage.id == image_id, FirmwareImage.organisation_id == organisation_id
+    )
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return await session.scalar(query)
+
+
+async def images(session: AsyncSession, model_id: str) -> Sequence[FirmwareImage]:
+    """Return a model's firmware images, newest first."""
+    query = (
+        select(FirmwareImage)
+        .where(FirmwareImage.model_id == model_id)
+        .order_by(FirmwareImage.created_at.desc(), FirmwareImage.id.desc())
+    )
+    return (await session.scalars(query)).all()
+
+
+async def image_by_version(
+    session: AsyncSession, model_id: str, version: str
+) -> FirmwareImage | None:
+    """Return the model's image of this version, or None."""
+    return await session.scalar(
+        select(FirmwareImage).where(
+            FirmwareImage.model_id == model_id, FirmwareImage.version == version
+        )
+    )
+
+
+async def version_taken(session: AsyncSession, model_id: str, version: str) -> bool:
+    """Tell whether the model already has an image of this version."""
+    found = await session.scalar(
+        select(FirmwareImage.id).where(
+            FirmwareImage.model_id == model_id, FirmwareImage.version == version
+        )
+    )
+    return found is not None
+
+
+async def get_campaign(
+    session: AsyncSession, organisation_id: str, campaign_id: str, *, for_update: bool = False
+) -> RolloutCampaign | None:
+    """Return the organisation's campaign, or None; `for_update` locks it (PostgreSQL)."""
+    query = select(RolloutCampaign).where(
+        RolloutCampaign.id == campaign_id, RolloutCampaign.organisation_id == organisation_id
+    )
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return await session.scalar(query)
+
+
+async def campaigns(session: AsyncSession, organisation_id: str) -> Sequence[RolloutCampaign]:
+    """Return the organisation's campaigns, newest first."""
+    query = (
+        select(RolloutCampaign)
+        .where(RolloutCampaign.organisation_id == organisation_id)
+        .order_by(RolloutCampaign.created_at.desc(), RolloutCampaign.id.desc())
+    )
+    return (await session.scalars(query)).all()
+
+
+async def running_campaigns(session: AsyncSession) -> Sequence[tuple[str, str]]:
+    """Return (organisation, id) of every running campaign."""
+    query = select(RolloutCampaign.organisation_id, RolloutCampaign.id).where(
+        RolloutCampaign.status == CampaignStatus.RUNNING
+    )
+    return [(org, campaign_id) for org, campaign_id in (await session.execute(query)).all()]
+
+
+async def candidate_devices(
+    session: AsyncSession, organisation_id: str, model_id: str, ward_id: str | None
+) -> Sequence[Device]:
+    """Return the organisation's in-service devices of the model (in the ward, if given)."""
+    query = select(Device).where(
+        Device.organisation_id == organisation_id,
+        Device.model_id == model_id,
+        Device.status != "decommissioned",
+    )
+    if ward_id is not None:
+        query = query.where(Device.ward_id == ward_id)
+    return (await session.scalars(query.order_by(Device.id))).all()
+
+
+UNFINISHED = (TargetStatus.PENDING, *IN_FLIGHT)
+
+
+async def devices_in_active_campaigns(session: AsyncSession, organisation_id: str) -> set[str]:
+    """Return devices with an unfinished update in a running or paused campaign."""
+    query = (
+        select(RolloutTarget.device_id)
+        .join(RolloutCampaign, RolloutCampaign.id == RolloutTarget.campaign_id)
+        .where(
+            RolloutCampaign.organisation_id == organisation_id,
+            RolloutCampaign.status.in_((CampaignStatus.RUNNING, CampaignStatus.PAUSED)),
+            RolloutTarget.status.in_(UNFINISHED),
+        )
+    )
+    return set((await session.scalars(query)).all())
+
+
+async def target_counts(
+    session: AsyncSession, campaign_id: str, *, up_to_wave: int | None = None
+) -> dict[str, int]:
+    """Count a campaign's targets by status (only released waves, if `up_to_wave` is given)."""
+    query = (
+        select(RolloutTarget.status, func.count())
+        .where(RolloutTarget.campaign_id == campaign_id)
+        .group_by(RolloutTarget.status)
+    )
+    if up_to_wave is not None:
+        query = query.where(RolloutTarget.wave <= up_to_wave)
+    return {status: int(count) for status, count in (await session.execute(query)).all()}
+
+
+async def wave_counts(session: AsyncSession, campaign_id: str) -> dict[int, int]:
+    """Count a campaign's targets per wave."""
+    query = (
+        select(RolloutTarget.wave, func.count())
+        .where(RolloutTarget.campaign_id == campaign_id)
+        .group_by(RolloutTarget.wave)
+    )
+    return {int(wave): int(count) for wave, count in (await session.execute(query)).all()}
+
+
+async def device_targets(
+    session: AsyncSession, device_id: str, statuses: Sequence[str]
+) -> Sequence[tuple[RolloutTarget, RolloutCampaign]]:
+    """Return the device's targets in these statuses with their campaigns, oldest first."""
+    query = (
+        select(RolloutTarget, RolloutCampaign)
+        .join(RolloutCampaign, RolloutCampaign.id == RolloutTarget.campaign_id)
+        .where(RolloutTarget.device_id == device_id, RolloutTarget.status.in_(statuses))
+        .order_by(RolloutCampaign.created_at, RolloutCampaign.id)
+        .with_for_update(of=RolloutTarget)
+    )
+    return [(target, campaign) for target, campaign in (await session.execute(query)).all()]
+
+
+async def stalled_targets(
+    session: AsyncSession, before: dt.datetime
+) -> Sequence[tuple[RolloutTarget, RolloutCampaign]]:
+    """Return in-flight targets last heard of before `before`, with their campaigns."""
+    query = (
+        select(RolloutTarget, RolloutCampaign)
+        .join(RolloutCampaign, RolloutCampaign.id == RolloutTarget.campaign_id)
+        .where(RolloutTarget.status.in_(tuple(IN_FLIGHT)), RolloutTarget.updated_at < before)
+    )
+    return [(target, campaign) for target, campaign in (await session.execute(query)).all()]
+
+
+async def count_in_flight(session: AsyncSession) -> int:
+    """Count updates offered and not yet finished."""
+    query = (
+        select(func.count())
+        .select_from(RolloutTarget)
+        .where(RolloutTarget.status.in_(tuple(IN_FLIGHT)))
+    )
+    return int(await session.scalar(query) or 0)
+
+
+async def cancel_unfinished(session: AsyncSession, campaign_id: str, at: dt.datetime) -> None:
+    """Withdraw the campaign's updates not yet started."""
+    await session.execute(
+        update(RolloutTarget)
+        .where(
+            RolloutTarget.campaign_id == campaign_id,
+            RolloutTarget.status == TargetStatus.PENDING,
+        )
+        .values(status=TargetStatus.CANCELLED, updated_at=at)
+    )

@@ -3,22 +3,96 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medcloud.devices.firmware import VERSION_PATTERN
 
 Text = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+Version = Annotated[str, Field(max_length=50, pattern=VERSION_PATTERN)]
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+DeviceStatus = Literal["unknown", "online", "offline", "decommissioned"]
 
 
 class DeviceCreate(BaseModel):
-    """What an admin sends to register a device."""
+    """What an admin sends to register a device: a model profile, or a model and manufacturer."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     serial_number: Text
-    model: Text
-    manufacturer: Text
+    model: Text | None = None
+    manufacturer: Text | None = None
     patient_id: str | None = Field(default=None, min_length=1, max_length=64)
+    model_id: Id | None = None
+    udi: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    hardware_revision: Text | None = None
+    firmware_version: Version | None = None
+    ward_id: Id | None = None
+    location: Text | None = None
+
+    @model_validator(mode="after")
+    def _names_a_model(self) -> DeviceCreate:
+        if self.model_id is None and (self.model is None or self.manufacturer is None):
+            raise ValueError("give model_id, or model and manufacturer")
+        return self
+
+
+class DeviceUpdate(BaseModel):
+    """What a technician may change about a device; only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    udi: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    hardware_revision: Text | None = None
+    ward_id: Id | None = None
+    location: Text | None = None
+    model_id: Id | None = None
+    decommissioned: Literal[True] | None = None
+    """Take the device out of service for good: assignment ended, tokens revoked, history kept."""
+
+
+class AssignmentSet(BaseModel):
+    """Attach the device to a patient from now on, or detach it (`patient_id` null)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: Id | None
+
+
+class AssignmentRead(BaseModel):
+    """One period during which a device was attached to a patient."""
+
+    id: str
+    patient_id: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+
+
+class AssignmentList(BaseModel):
+    """A device's assignments, newest first."""
+
+    items: list[AssignmentRead]
+
+
+class HeartbeatIn(BaseModel):
+    """A device's periodic sign of life."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    battery_percent: float | None = Field(default=None, ge=0, le=100)
+    signal_strength_dbm: float | None = Field(default=None, ge=-150, le=0)
+    firmware_version: Version | None = None
+    uptime_seconds: int | None = Field(default=None, ge=0)
+
+
+class DeviceStatusRead(BaseModel):
+    """A device's liveness as the server sees it."""
+
+    device_id: str
+    status: DeviceStatus
+    last_seen_at: dt.datetime | None
+    firmware_version: str | None
 
 
 class DeviceRead(BaseModel):
@@ -31,6 +105,19 @@ class DeviceRead(BaseModel):
     patient_id: str | None
     created_at: dt.datetime
     last_seen_at: dt.datetime | None
+    model_id: str | None = None
+    udi: str | None = None
+    hardware_revision: str | None = None
+    firmware_version: str | None = None
+    ward_id: str | None = None
+    location: str | None = None
+    status: DeviceStatus = "unknown"
+    status_changed_at: dt.datetime | None = None
+    battery_percent: float | None = None
+    signal_strength_dbm: float | None = None
+    uptime_seconds: int | None = None
+    last_heartbeat_at: dt.datetime | None = None
+    decommissioned_at: dt.datetime | None = None
 
 
 class DeviceRegistered(DeviceRead):
@@ -80,3 +167,197 @@ class CredentialList(BaseModel):
     """A device's credentials, newest first."""
 
     items: list[CredentialRead]
+
+
+class DeviceModelCreate(BaseModel):
+    """A device model (profile) and the key its manufacturer signs firmware with."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    manufacturer: Text
+    model: Text
+    measurement_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(
+        default_factory=list, max_length=50
+    )
+    reporting_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    signing_public_key: str = Field(min_length=1, max_length=2000)
+    """PEM (SubjectPublicKeyInfo) Ed25519 public key."""
+
+
+class DeviceModelRead(BaseModel):
+    """A device model as users see it."""
+
+    id: str
+    manufacturer: str
+    model: str
+    measurement_types: list[str]
+    reporting_interval_seconds: float
+    signing_public_key: str
+    created_at: dt.datetime
+
+
+class DeviceModelList(BaseModel):
+    """The organisation's device models."""
+
+    items: list[DeviceModelRead]
+
+
+class DeviceAlertRead(BaseModel):
+    """A technical alert about a device."""
+
+    id: str
+    device_id: str
+    patient_id: str | None
+    kind: str
+    severity: str
+    message: str
+    raised_at: dt.datetime
+    resolved_at: dt.datetime | None
+
+
+class DeviceAlertPage(BaseModel):
+    """Technical alerts, newest first."""
+
+    items: list[DeviceAlertRead]
+    next_cursor: str | None
+
+
+class FirmwareManifest(BaseModel):
+    """The terms an image was signed with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Text
+    version: Version
+    min_version: Version | None = None
+    """The oldest version that may install this image (None: any older one)."""
+    expires_at: AwareDatetime
+
+
+class FirmwareCreate(BaseModel):
+    """Announce an image: its file name, signed manifest and signature; the bytes follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_name: str = Field(min_length=1, max_length=200)
+    manifest: FirmwareManifest
+    signature: str | None = Field(default=None, max_length=200)
+    """Base64 Ed25519 signature of `signed_message(sha256, manifest)` (see devices/firmware.py)."""
+
+
+class FirmwareRead(BaseModel):
+    """A firmware image: `pending` until its bytes are uploaded and verified."""
+
+    id: str
+    model_id: str
+    file_name: str
+    version: str
+    min_version: str | None
+    expires_at: dt.datetime
+    manifest: dict[str, Any]
+    signature: str
+    sha256: str | None
+    size_bytes: int | None
+    status: Literal["pending", "verified"]
+    created_at: dt.datetime
+    verified_at: dt.datetime | None
+
+
+class FirmwareList(BaseModel):
+    """A model's firmware images, newest first."""
+
+    items: list[FirmwareRead]
+
+
+class CampaignCreate(BaseModel):
+    """A staged rollout of a verified image to the model's devices."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Text
+    image_id: Id
+    from_versions: list[Version] | None = Field(default=None, max_length=100)
+    """Only devices currently on one of these versions (None: any older version)."""
+    ward_id: Id | None = None
+    """Only devices located in this ward."""
+    waves: list[float] = Field(default_factory=lambda: [1.0, 10.0, 50.0, 100.0], max_length=20)
+    """Cumulative percentages of the targets each wave reaches; the last is 100."""
+    success_threshold: float = Field(default=0.9, gt=0, le=1)
+    """Share of a wave's devices that must succeed before the next wave starts."""
+    error_threshold: float = Field(default=0.1, ge=0, lt=1)
+    """Share of failed updates above which the campaign pauses itself."""
+    override_maintenance_window: bool = False
+    """Update devices assigned to a patient at any time, not only in the maintenance window."""
+
+    @field_validator("waves")
+    @classmethod
+    def _waves_rise_to_100(cls, waves: list[float]) -> list[float]:
+        if not waves or waves[-1] != 100:
+            raise ValueError("the last wave must reach 100%")
+        if any(not 0 < w <= 100 for w in waves) or any(
+            a >= b for a, b in zip(waves, waves[1:], strict=False)
+        ):
+            raise ValueError("waves are rising percentages between 0 and 100")
+        return waves
+
+
+class CampaignRead(BaseModel):
+    """A rollout campaign and how its devices are doing."""
+
+    id: str
+    name: str
+    model_id: str
+    image_id: str
+    version: str
+    waves: list[float]
+    wave_sizes: list[int]
+    """Targets released by each wave, cumulatively."""
+    current_wave: int
+    """Index of the latest released wave."""
+    filters: dict[str, Any]
+    success_threshold: float
+    error_threshold: float
+    override_maintenance_window: bool
+    status: Literal["running", "paused", "cancelled", "completed"]
+    status_reason: str | None
+    targets: dict[str, int]
+    """Devices by update status."""
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CampaignList(BaseModel):
+    """Rollout campaigns, newest first."""
+
+    items: list[CampaignRead]
+
+
+class UpdateOffer(BaseModel):
+    """What a device should install: fetch, check the digest and signature, install, report."""
+
+    campaign_id: str
+    image_id: str
+    version: str
+    download_url: str
+    sha256: str
+    size_bytes: int
+    signature: str
+    manifest: dict[str, Any]
+
+
+class ProgressReport(BaseModel):
+    """A device's news about the update it was offered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["downloading", "installing", "succeeded", "failed"]
+    reason: str | None = Field(default=None, max_length=200)
+    campaign_id: Id | None = None
+
+
+class ProgressRead(BaseModel):
+    """Where the device's update stands after its report."""
+
+    campaign_id: str
+    status: str
+    reason: str | None

@@ -29,6 +29,17 @@ class Metrics:
             "Devices that reported within the active window.",
             registry=r,
         )
+        self.devices_by_status = Gauge(
+            "devices_by_status",
+            "Registered devices by status (online, offline, unknown, decommissioned).",
+            ["status"],
+            registry=r,
+        )
+        self.firmware_updates_in_progress = Gauge(
+            "firmware_updates_in_progress",
+            "Firmware updates offered to devices and not yet finished.",
+            registry=r,
+        )
         self.readings_ingested = Counter(
             "readings_ingested_total", "Readings stored.", ["transport"], registry=r
         )
@@ -36,6 +47,23 @@ class Metrics:
             "readings_rejected_total",
             "Readings refused, by reason.",
             ["transport", "reason"],
+            registry=r,
+        )
+        self.readings_clock_drift = Counter(
+            "readings_clock_drift_total",
+            "Readings stored with a timestamp far behind their receipt (device clock drift).",
+            ["transport"],
+            registry=r,
+        )
+        self.ingest_writer_pending = Gauge(
+            "ingest_writer_pending_rows",
+            "Readings waiting for the micro-batch writer to commit them.",
+            registry=r,
+        )
+        self.ingest_flush_seconds = Histogram(
+            "ingest_flush_duration_seconds",
+            "Time to commit one micro-batch of readings.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
         self.alerts_raised = Counter(

@@ -34,7 +34,13 @@ PUBLIC = {
     ("POST", "/api/v1/auth/mfa/enrol"),
     ("POST", "/api/v1/auth/invitations/accept"),
 }
-DEVICE_ROUTES = {("POST", "/api/v1/devices/{device_id}/data")}
+DEVICE_ROUTES = {
+    ("POST", "/api/v1/devices/{device_id}/data"),
+    ("POST", "/api/v1/devices/{device_id}/heartbeat"),
+    ("GET", "/api/v1/devices/{device_id}/firmware/update"),
+    ("GET", "/api/v1/devices/{device_id}/firmware/images/{image_id}"),
+    ("POST", "/api/v1/devices/{device_id}/firmware/progress"),
+}
 
 # Who in St Mary's holds each role; the Cardiology ones care for Peter.
 MEMBERS = {
@@ -76,6 +82,41 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
     ("POST", "/api/v1/devices/{device_id}/credentials/rotate"): lambda _c: {"grace_seconds": 60},
     ("POST", "/api/v1/devices/{device_id}/credentials/revoke"): lambda _c: {},
     ("POST", "/api/v1/devices/{device_id}/data"): lambda _c: reading(heart_rate=70),
+    ("PATCH", "/api/v1/devices/{device_id}"): lambda _c: {"location": "Cardiology bay 4"},
+    ("PUT", "/api/v1/devices/{device_id}/assignment"): lambda c: {
+        "patient_id": c.patients["peter"]["id"]
+    },
+    ("POST", "/api/v1/devices/{device_id}/heartbeat"): lambda _c: {
+        "battery_percent": 80,
+        "signal_strength_dbm": -60,
+        "firmware_version": "1.0.0",
+        "uptime_seconds": 3600,
+    },
+    ("POST", "/api/v1/devices/{device_id}/firmware/progress"): lambda _c: {"status": "downloading"},
+    ("POST", "/api/v1/device-models"): lambda c: {
+        "manufacturer": "Matrix Medical",
+        "model": unique(),
+        "signing_public_key": c.firmware["public_key"],
+    },
+    ("POST", "/api/v1/device-models/{model_id}/firmware"): lambda _c: {
+        "file_name": "pulseox2.bin",
+        "manifest": {
+            "model": "PulseOx 2",
+            "version": f"5.{uuid.uuid4().int % 100000}",
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+        "signature": "A" * 86 + "==",
+    },
+    ("PUT", "/api/v1/device-models/{model_id}/firmware/{version}/content"): lambda c: c.firmware[
+        "payload"
+    ],
+    ("POST", "/api/v1/device-models/{model_id}/campaigns"): lambda c: {
+        "name": f"Campaign {unique()}",
+        "image_id": c.firmware["image_id"],
+    },
+    ("POST", "/api/v1/campaigns/{campaign_id}/pause"): lambda _c: None,
+    ("POST", "/api/v1/campaigns/{campaign_id}/resume"): lambda _c: None,
+    ("POST", "/api/v1/campaigns/{campaign_id}/cancel"): lambda _c: None,
 }
 
 
@@ -95,6 +136,10 @@ class Endpoint:
                 "device_id": cast.devices["peters_oximeter"]["id"],
                 "patient_id": cast.patients["peter"]["id"],
                 "user_id": cast.user_ids["carol_clinician"],
+                "model_id": cast.firmware["model_id"],
+                "image_id": cast.firmware["image_id"],
+                "version": cast.firmware["pending_version"],
+                "campaign_id": cast.firmware["campaign_id"],
             },
         }[org]
         return self.path.format(**ids)

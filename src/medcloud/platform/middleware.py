@@ -6,8 +6,10 @@ of every reading and must not buffer bodies or spawn tasks.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -47,12 +49,20 @@ class EdgeMiddleware:
     """Stamp, limit, measure and log every HTTP request."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, version: str, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        version: str,
+        max_body_bytes: int,
+        large_bodies: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.version = version.encode()
         self.max_body = max_body_bytes
+        # (path pattern, limit) for the few routes that take more, e.g. firmware images.
+        self.large_bodies = [(re.compile(pattern), limit) for pattern, limit in large_bodies]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,15 +87,19 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
+        limit = next(
+            (size for pattern, size in self.large_bodies if pattern.fullmatch(scope["path"])),
+            self.max_body,
+        )
         declared = _content_length(scope)
         client = scope.get("client")
         context = set_request_context(
             RequestContext(request_id=request_id, source_ip=client[0] if client else None)
         )
         try:
-            if declared is not None and declared > self.max_body:
+            if declared is not None and declared > limit:
                 raise BodyTooLarge
-            await self.app(scope, self._limited(receive), send_wrapper)
+            await self.app(scope, self._limited(receive, limit), send_wrapper)
         except BodyTooLarge:
             if started:
                 raise
@@ -95,7 +109,7 @@ class EdgeMiddleware:
                 413,
                 "too-large",
                 "Request body too large",
-                f"the body exceeds the limit of {self.max_body} bytes",
+                f"the body exceeds the limit of {limit} bytes",
             )
         finally:
             reset_request_context(context)
@@ -115,9 +129,9 @@ class EdgeMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
 
-    def _limited(self, receive: Receive) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         seen = 0
-        limit = self.max_body
 
         async def limited_receive() -> Message:
             nonlocal seen

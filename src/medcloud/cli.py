@@ -168,6 +168,19 @@ def simulate(
     abnormal: Annotated[
         float, typer.Option(help="Chance per reading of an abnormal episode.")
     ] = 0.02,
+    model: Annotated[str, typer.Option(help="Device model name to register.")] = "BedsideMonitor 3",
+    manufacturer: Annotated[str, typer.Option(help="Manufacturer to register.")] = (
+        "medcloud simulator"
+    ),
+    firmware_version: Annotated[str, typer.Option(help="Firmware the devices start on.")] = "1.0.0",
+    patients: Annotated[bool, typer.Option(help="Assign each device a new patient.")] = True,
+    heartbeat_seconds: Annotated[
+        float, typer.Option(help="Heartbeat and update-check interval; 0 sends none.")
+    ] = 30.0,
+    silent_share: Annotated[float, typer.Option(help="Share of devices that go silent.")] = 0.0,
+    failure_share: Annotated[
+        float, typer.Option(help="Share of firmware updates that fail.")
+    ] = 0.0,
     admin_email: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_EMAIL")] = "",
     admin_password: Annotated[str, typer.Option(envvar="MEDCLOUD_ADMIN_PASSWORD")] = "",
 ) -> None:
@@ -183,11 +196,36 @@ def simulate(
         limits = httpx.Limits(max_connections=min(devices, 200))
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
             token = await simulator.admin_token(client, admin_email, admin_password)
-            fleet = await simulator.register_fleet(client, token, devices)
+            fleet = await simulator.register_fleet(
+                client,
+                token,
+                devices,
+                model=model,
+                manufacturer=manufacturer,
+                firmware_version=firmware_version,
+                patients=patients,
+            )
             console.print(f"registered {len(fleet)} devices; streaming {rate:g} readings/s each")
-            stats = await simulator.stream(
+            readings = simulator.stream(
                 client, fleet, rate=rate, seconds=seconds or None, abnormal_probability=abnormal
             )
+            if heartbeat_seconds <= 0:
+                stats = await readings
+            else:
+                states = [simulator.DeviceState(d, firmware_version) for d in fleet]
+                device_side = simulator.operate(
+                    client,
+                    states,
+                    interval_seconds=heartbeat_seconds,
+                    seconds=seconds or None,
+                    silent_share=silent_share,
+                    failure_share=failure_share,
+                )
+                stats, updates = await asyncio.gather(readings, device_side)
+                console.print(
+                    f"updates: offered {updates.offered}, succeeded {updates.succeeded}, "
+                    f"failed {updates.failed}, rolled back {updates.rolled_back}"
+                )
             console.print(f"sent {stats.sent}, accepted {stats.accepted}, failed {stats.failed}")
 
     asyncio.run(run())

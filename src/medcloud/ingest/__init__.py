@@ -6,6 +6,7 @@ from pathlib import Path
 
 from medcloud.ingest.api import router
 from medcloud.ingest.handlers import SUBSCRIPTIONS
+from medcloud.ingest.hooks import maintain_partitions, start_writer
 from medcloud.platform.context import Context
 
 CONTEXT = Context(
@@ -13,4 +14,6 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
+    on_start=(start_writer,),
+    background=(maintain_partitions,),
 )

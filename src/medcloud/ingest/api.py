@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 from pydantic import AwareDatetime
 
 from medcloud.ingest import service
-from medcloud.ingest.schemas import IngestResult, ReadingPage, ReadingsIn
+from medcloud.ingest.schemas import (
+    BucketPage,
+    IngestResult,
+    LatestReadings,
+    QuarantinePage,
+    ReadingPage,
+    ReadingsIn,
+)
+from medcloud.ingest.writer import writer_for
 from medcloud.platform.http import (
     Authorize,
     CurrentPrincipal,
@@ -18,31 +26,53 @@ from medcloud.platform.http import (
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
-router = APIRouter(prefix="/api/v1/devices", tags=["ingest"])
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+# The body is read by the service (JSON or NDJSON, gzip or not), so describe it here.
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ReadingsIn.model_json_schema()},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one reading object per line"}
+            },
+        },
+    }
+}
 
 
-@router.post("/{device_id}/data", response_model=IngestResult, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/devices/{device_id}/data",
+    response_model=IngestResult,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_BODY,
+)
 async def ingest_readings(
     device_id: str,
-    body: ReadingsIn,
+    request: Request,
     uow: UowDep,
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> IngestResult:
     """Store one reading or a batch, all or nothing; answers only once they are committed."""
-    readings, batch = body.as_batch()
-    return await service.ingest_readings(
+    return await service.receive_readings(
         uow=uow,
         principal=principal,
         device_id=device_id,
-        readings=readings,
-        batch=batch,
+        body=await request.body(),
+        content_type=request.headers.get("content-type"),
+        content_encoding=request.headers.get("content-encoding"),
+        idempotency_key=idempotency_key,
         settings=runtime.settings,
         metrics=runtime.metrics,
+        cache=runtime.cache,
+        writer=writer_for(runtime.settings),
     )
 
 
-@router.get("/{device_id}/data", response_model=ReadingPage)
+@router.get("/devices/{device_id}/data", response_model=ReadingPage)
 async def list_readings(
     device_id: str,
     uow: UowDep,
@@ -62,6 +92,67 @@ async def list_readings(
         device_id=device_id,
         start=start,
         end=end,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/devices/{device_id}/data/buckets", response_model=BucketPage)
+async def summarise_readings(
+    device_id: str,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
+    start: AwareDatetime | None = None,
+    end: AwareDatetime | None = None,
+    bucket: Annotated[int | None, Query(ge=1, le=31 * 86_400, description="seconds")] = None,
+) -> BucketPage:
+    """Return min, max and mean per time bucket (at most ~1,000 per type) for charts."""
+    return await service.summarise_readings(
+        uow=uow,
+        devices=runtime.devices,
+        care=runtime.care,
+        principal=principal,
+        device_id=device_id,
+        start=start,
+        end=end,
+        bucket_seconds=bucket,
+        settings=runtime.settings,
+    )
+
+
+@router.get("/readings/latest/{patient_id}", response_model=LatestReadings)
+async def latest_readings(
+    patient_id: str,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
+) -> LatestReadings:
+    """Return a patient's newest value of every measurement type."""
+    return await service.latest_readings(
+        uow=uow,
+        patients=runtime.patients,
+        care=runtime.care,
+        principal=principal,
+        patient_id=patient_id,
+    )
+
+
+@router.get("/quarantine", response_model=QuarantinePage)
+async def list_quarantine(
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.DEVICE_READ)],
+    device_id: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> QuarantinePage:
+    """Return readings the data-quality gate refused, with the reason, newest first."""
+    return await service.list_quarantine(
+        uow=uow,
+        care=runtime.care,
+        principal=principal,
+        device_id=device_id,
         limit=limit,
         cursor=cursor,
     )

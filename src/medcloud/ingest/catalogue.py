@@ -7,6 +7,7 @@ Anything outside is a sensor or transmission fault.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -75,3 +76,32 @@ CATALOGUE: dict[str, MeasurementType] = {
         MeasurementType("weight", "Body weight", "kg", "29463-7", "MDC_MASS_BODY_ACTUAL", 0.2, 650),
     )
 }
+
+
+# Units devices send that differ from the catalogue's, by (type, UCUM unit): each converts a value
+# into the catalogue unit, which is the only unit stored. Glucose: 1 mmol/L = 18.016 mg/dL
+# (molar mass 180.16 g/mol); pressure: 1 kPa = 7.50062 mmHg.
+_MMHG_PER_KPA = 7.500_616_8
+_BP = ("systolic_bp", "diastolic_bp", "mean_bp")
+CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
+    ("temperature", "[degF]"): lambda v: (v - 32.0) * 5.0 / 9.0,
+    ("temperature", "K"): lambda v: v - 273.15,
+    ("glucose", "mg/dL"): lambda v: v / 18.016,
+    ("weight", "[lb_av]"): lambda v: v * 0.453_592_37,
+    ("weight", "g"): lambda v: v / 1000.0,
+    **{(code, "kPa"): (lambda v: v * _MMHG_PER_KPA) for code in _BP},
+}
+
+
+def to_catalogue_unit(code: str, value: float, unit: str | None) -> float | None:
+    """Return `value` in the catalogue unit of `code`; None when `unit` is not one we convert."""
+    kind = CATALOGUE[code]
+    if unit is None or unit == kind.unit:
+        return value
+    convert = CONVERSIONS.get((code, unit))
+    return None if convert is None else convert(value)
+
+
+def accepted_units(code: str) -> list[str]:
+    """Name every unit `code` may be sent in, the catalogue's first."""
+    return [CATALOGUE[code].unit, *(u for c, u in CONVERSIONS if c == code)]

@@ -6,26 +6,86 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from medcloud.ingest.models import Reading
+from medcloud.ingest.models import QuarantinedReading, Reading
 from medcloud.platform.db import dialect_name
 
+StoredRow = tuple[str, str, float, dt.datetime]
+"""(device_id, type, value, timestamp) of a newly stored reading."""
 
-async def insert_new(
-    session: AsyncSession, rows: Sequence[dict[str, Any]]
-) -> list[tuple[str, float, dt.datetime]]:
-    """Insert readings, skipping any already stored; return (type, value, timestamp) of new ones."""
-    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
+# One statement for a whole micro-batch on PostgreSQL: arrays in, rows out. ON CONFLICT keeps
+# a retried reading stored once; RETURNING names what was new so only that is published.
+_UNNEST_INSERT = text(
+    """
+    INSERT INTO reading (organisation_id, device_id, patient_id, type, value, unit,
+                         "timestamp", received_at, clock_drift)
+    SELECT * FROM unnest(:organisation_id, :device_id, :patient_id, :type, :value, :unit,
+                         :timestamp, :received_at, :clock_drift)
+    ON CONFLICT (device_id, type, "timestamp") DO NOTHING
+    RETURNING device_id, type, value, "timestamp"
+    """
+).bindparams(
+    bindparam("organisation_id", type_=ARRAY(String())),
+    bindparam("device_id", type_=ARRAY(String())),
+    bindparam("patient_id", type_=ARRAY(String())),
+    bindparam("type", type_=ARRAY(String())),
+    bindparam("value", type_=ARRAY(Float())),
+    bindparam("unit", type_=ARRAY(String())),
+    bindparam("timestamp", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("received_at", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("clock_drift", type_=ARRAY(Boolean())),
+)
+_COLUMNS = (
+    "organisation_id",
+    "device_id",
+    "patient_id",
+    "type",
+    "value",
+    "unit",
+    "timestamp",
+    "received_at",
+    "clock_drift",
+)
+
+
+async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[StoredRow]:
+    """Insert readings, skipping any already stored; return the newly stored ones."""
+    if not rows:
+        return []
+    # A fixed order means concurrent batches take the unique index's locks in the same order
+    # and cannot deadlock on each other.
+    ordered = sorted(rows, key=lambda r: (r["device_id"], r["type"], r["timestamp"]))
+    if dialect_name(session) == "postgresql":
+        params = {column: [row[column] for row in ordered] for column in _COLUMNS}
+        result = await session.execute(_UNNEST_INSERT, params)
+        return [(d, t, v, ts.astimezone(dt.UTC)) for d, t, v, ts in result.all()]
     statement = (
-        insert(Reading)
+        sqlite.insert(Reading)
         .on_conflict_do_nothing(index_elements=["device_id", "type", "timestamp"])
-        .returning(Reading.type, Reading.value, Reading.timestamp)
+        .returning(Reading.device_id, Reading.type, Reading.value, Reading.timestamp)
     )
-    result = await session.execute(statement, list(rows))
-    return [(t, v, ts) for t, v, ts in result.all()]
+    found = await session.execute(statement, list(ordered))
+    return [(d, t, v, ts) for d, t, v, ts in found.all()]
 
 
 async def page(
@@ -55,4 +115,99 @@ async def page(
             )
         )
     query = query.order_by(Reading.timestamp.desc(), Reading.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def latest_per_type(
+    session: AsyncSession, organisation_id: str, patient_id: str, types: Sequence[str]
+) -> list[Reading]:
+    """Return the newest reading of each type for a patient (one index probe per type)."""
+    found: list[Reading] = []
+    for code in types:
+        query = (
+            select(Reading)
+            .where(
+                Reading.patient_id == patient_id,
+                Reading.type == code,
+                Reading.organisation_id == organisation_id,
+            )
+            .order_by(Reading.timestamp.desc())
+            .limit(1)
+        )
+        reading = (await session.scalars(query)).first()
+        if reading is not None:
+            found.append(reading)
+    return found
+
+
+def _bucket_of(session: AsyncSession, bucket_seconds: int) -> ColumnElement[Any]:
+    """The bucket number of a reading: whole `bucket_seconds` since the epoch."""
+    if dialect_name(session) == "postgresql":
+        epoch: ColumnElement[Any] = func.extract("epoch", Reading.timestamp)
+        return cast(func.floor(epoch / bucket_seconds), BigInteger)
+    # SQLite keeps the UTC timestamp as text; strftime('%s') reads it as seconds since the epoch.
+    return cast(func.strftime("%s", Reading.timestamp), Integer) // bucket_seconds
+
+
+async def buckets(
+    session: AsyncSession,
+    device_id: str,
+    *,
+    patients: frozenset[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    bucket_seconds: int,
+) -> list[tuple[str, int, float, float, float, int]]:
+    """Return (type, bucket number, min, max, avg, count) of a device's readings in [start, end)."""
+    bucket = _bucket_of(session, bucket_seconds).label("bucket")
+    query = (
+        select(
+            Reading.type,
+            bucket,
+            func.min(Reading.value),
+            func.max(Reading.value),
+            func.avg(Reading.value),
+            func.count(),
+        )
+        .where(
+            Reading.device_id == device_id,
+            Reading.timestamp >= start,
+            Reading.timestamp < end,
+        )
+        .group_by(Reading.type, bucket)
+        .order_by(bucket, Reading.type)
+    )
+    if patients is not None:
+        query = query.where(Reading.patient_id.in_(patients))
+    result = await session.execute(query)
+    return [
+        (t, int(b), float(lo), float(hi), float(mean), int(n))
+        for t, b, lo, hi, mean, n in result.all()
+    ]
+
+
+async def quarantine(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep refused readings with their reasons."""
+    if rows:
+        await session.execute(insert(QuarantinedReading), list(rows))
+
+
+async def quarantined(
+    session: AsyncSession,
+    organisation_id: str,
+    *,
+    device_id: str | None,
+    patients: frozenset[str] | None,
+    limit: int,
+    before_id: int | None,
+) -> Sequence[QuarantinedReading]:
+    """Return refused readings of an organisation, newest first, before an id cursor."""
+    query = select(QuarantinedReading).where(QuarantinedReading.organisation_id == organisation_id)
+    if device_id is not None:
+        query = query.where(QuarantinedReading.device_id == device_id)
+    if patients is not None:
+        query = query.where(QuarantinedReading.patient_id.in_(patients))
+    if before_id is not None:
+        query = query.where(QuarantinedReading.id < before_id)
+    query = query.order_by(QuarantinedReading.id.desc()).limit(limit)
     return (await session.scalars(query)).all()

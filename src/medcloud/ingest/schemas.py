@@ -3,11 +3,76 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Self
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
-Value = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+@dataclass(frozen=True)
+class UnitValue:
+    """A measurement sent in a unit of the device's choosing, converted by the gate."""
+
+    value: float
+    unit: str
+
+
+def _number(raw: Any) -> float:
+    # bool is an int in Python, and "70" is not a measurement: only real JSON numbers pass.
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError("a measurement is a number, or an object {value, unit}")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("a measurement must be a finite number")
+    return value
+
+
+def _measurement(raw: Any) -> float | UnitValue:
+    if isinstance(raw, UnitValue):
+        return raw
+    if isinstance(raw, dict):
+        if set(raw) != {"value", "unit"}:
+            raise ValueError("a measurement with a unit is exactly {value, unit}")
+        unit = raw["unit"]
+        if not isinstance(unit, str) or not 0 < len(unit) <= 20:
+            raise ValueError("unit must be a UCUM code of at most 20 characters")
+        return UnitValue(_number(raw["value"]), unit)
+    return _number(raw)
+
+
+def _dump(value: float | UnitValue) -> Any:
+    return value if isinstance(value, float) else {"value": value.value, "unit": value.unit}
+
+
+# Validated by one plain function, so an error names the measurement itself
+# (`measurements.heart_rate`) rather than a branch of a union.
+Value = Annotated[
+    float | UnitValue,
+    PlainValidator(_measurement),
+    PlainSerializer(_dump),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {
+                    "type": "object",
+                    "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
+                    "required": ["value", "unit"],
+                },
+            ]
+        }
+    ),
+]
 
 
 class ReadingIn(BaseModel):
@@ -61,12 +126,69 @@ class IngestResult(BaseModel):
 
 
 class ReadingRead(BaseModel):
-    """One stored measurement."""
+    """One stored measurement; `clock_drift` flags a timestamp far behind its receipt."""
 
     type: str
     value: float
     unit: str
     timestamp: dt.datetime
+    clock_drift: bool = False
+
+
+class LatestReading(BaseModel):
+    """The newest stored value of one measurement type for a patient."""
+
+    type: str
+    value: float
+    unit: str
+    timestamp: dt.datetime
+    device_id: str
+
+
+class LatestReadings(BaseModel):
+    """The newest value of every measurement type a patient has readings of."""
+
+    patient_id: str
+    items: list[LatestReading]
+
+
+class Bucket(BaseModel):
+    """Minimum, maximum, mean and count of one measurement type over one time bucket."""
+
+    type: str
+    start: dt.datetime
+    min: float
+    max: float
+    avg: float
+    count: int
+
+
+class BucketPage(BaseModel):
+    """A downsampled range of one device's readings, oldest bucket first."""
+
+    device_id: str
+    bucket_seconds: int
+    items: list[Bucket]
+
+
+class QuarantinedReadingRead(BaseModel):
+    """A reading the gate refused, with why. `payload` is withheld from those who may not see
+    readings of that patient."""
+
+    id: int
+    device_id: str
+    transport: str
+    received_at: dt.datetime
+    field: str
+    reason: str
+    payload: str | None
+
+
+class QuarantinePage(BaseModel):
+    """Refused readings, newest first."""
+
+    items: list[QuarantinedReadingRead]
+    next_cursor: str | None
 
 
 class ReadingPage(BaseModel):

@@ -2,61 +2,132 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
 from medcloud.config import Settings
 from medcloud.ingest import repository
-from medcloud.ingest.catalogue import CATALOGUE
-from medcloud.ingest.events import ReadingsCollected, Sample
-from medcloud.ingest.schemas import IngestResult, ReadingIn, ReadingPage, ReadingRead
+from medcloud.ingest.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
+from medcloud.ingest.decode import Problem, Undecodable, decode
+from medcloud.ingest.schemas import (
+    Bucket,
+    BucketPage,
+    IngestResult,
+    LatestReading,
+    LatestReadings,
+    QuarantinedReadingRead,
+    QuarantinePage,
+    ReadingIn,
+    ReadingPage,
+    ReadingRead,
+    UnitValue,
+)
+from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
 from medcloud.platform.audit import audit_record
-from medcloud.platform.directory import CareDirectory, DeviceDirectory
-from medcloud.platform.errors import FieldError, Invalid, NotFound
+from medcloud.platform.cache import Cache
+from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
+from medcloud.platform.errors import FieldError, Invalid, NotFound, Unavailable
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.paging import decode_cursor, encode_cursor
 from medcloud.platform.policy import (
+    Action,
+    allowed,
     authorize_device_write,
     ensure_in_care_scope,
     ensure_same_organisation,
 )
-from medcloud.platform.security import Principal, UserPrincipal
+from medcloud.platform.security import DevicePrincipal, Principal, Role, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_SECONDS = 1
+
+
+def gate(
+    readings: Sequence[ReadingIn], *, now: dt.datetime, settings: Settings, batch: bool
+) -> list[Problem]:
+    """Return every reason the data-quality gate refuses these readings, with the reading."""
+    if len(readings) > settings.max_batch_readings:
+        error = FieldError(
+            "readings", f"at most {settings.max_batch_readings} readings per request"
+        )
+        return [Problem(error, f"{len(readings)} readings", "too_many")]
+    problems: list[Problem] = []
+    latest = now + dt.timedelta(seconds=settings.max_future_skew_seconds)
+    for index, reading in enumerate(readings):
+        prefix = f"readings.{index}." if batch else ""
+        if reading.timestamp > latest:
+            message = f"more than {settings.max_future_skew_seconds:g} s in the future"
+            problems.append(Problem(FieldError(prefix + "timestamp", message), reading, "future"))
+        for code, measured in reading.measurements.items():
+            field = f"{prefix}measurements.{code}"
+            kind = CATALOGUE.get(code)
+            if kind is None:
+                error = FieldError(field, "unknown measurement type")
+                problems.append(Problem(error, reading, "unknown_type"))
+                continue
+            unit = measured.unit if isinstance(measured, UnitValue) else None
+            raw = measured.value if isinstance(measured, UnitValue) else measured
+            value = to_catalogue_unit(code, raw, unit)
+            if value is None:
+                units = ", ".join(accepted_units(code))
+                error = FieldError(field, f"unknown unit {unit!r} for {code}; use one of {units}")
+                problems.append(Problem(error, reading, "unknown_unit"))
+            elif not kind.minimum <= value <= kind.maximum:
+                error = FieldError(
+                    field,
+                    f"outside the possible range {kind.minimum:g}–{kind.maximum:g} {kind.unit}",
+                )
+                problems.append(Problem(error, reading, "out_of_range"))
+    return problems
 
 
 def check_readings(
     readings: Sequence[ReadingIn], *, now: dt.datetime, settings: Settings, batch: bool
 ) -> list[FieldError]:
     """Return every reason the data-quality gate refuses these readings (empty: all pass)."""
-    errors: list[FieldError] = []
-    if len(readings) > settings.max_batch_readings:
-        return [
-            FieldError("readings", f"at most {settings.max_batch_readings} readings per request")
-        ]
-    latest = now + dt.timedelta(seconds=settings.max_future_skew_seconds)
-    for index, reading in enumerate(readings):
-        prefix = f"readings.{index}." if batch else ""
-        if reading.timestamp > latest:
-            errors.append(
-                FieldError(
-                    prefix + "timestamp",
-                    f"more than {settings.max_future_skew_seconds:g} s in the future",
-                )
-            )
-        for code, value in reading.measurements.items():
-            kind = CATALOGUE.get(code)
-            field = f"{prefix}measurements.{code}"
-            if kind is None:
-                errors.append(FieldError(field, "unknown measurement type"))
-            elif not kind.minimum <= value <= kind.maximum:
-                errors.append(
-                    FieldError(
-                        field,
-                        f"outside the possible range {kind.minimum:g}–{kind.maximum:g} {kind.unit}",
-                    )
-                )
-    return errors
+    return [problem.error for problem in gate(readings, now=now, settings=settings, batch=batch)]
+
+
+def to_rows(
+    readings: Sequence[ReadingIn],
+    device: DevicePrincipal,
+    *,
+    now: dt.datetime,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """Turn gated readings into rows in catalogue units, one per (type, timestamp)."""
+    drifted_before = now - dt.timedelta(seconds=settings.ingest.max_past_drift_seconds)
+    unique: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
+    for reading in readings:
+        timestamp = reading.timestamp.astimezone(dt.UTC)
+        for code, measured in reading.measurements.items():
+            if isinstance(measured, UnitValue):
+                value = to_catalogue_unit(code, measured.value, measured.unit)
+            else:
+                value = measured
+            assert value is not None  # noqa: S101  (the gate refused unknown units)
+            unique[(code, timestamp)] = {
+                "organisation_id": device.organisation_id,
+                "device_id": device.device_id,
+                "patient_id": device.patient_id,
+                "type": code,
+                "value": float(value),
+                "unit": CATALOGUE[code].unit,
+                "timestamp": timestamp,
+                "received_at": now,
+                "clock_drift": timestamp < drifted_before,
+            }
+    return list(unique.values())
 
 
 async def ingest_readings(
@@ -69,72 +140,223 @@ async def ingest_readings(
     settings: Settings,
     metrics: Metrics,
     transport: str = "http",
+    writer: ReadingWriter | None = None,
 ) -> IngestResult:
-    """Store a device's readings all or nothing, and publish the newly stored ones."""
+    """Store a device's readings all or nothing, and publish the newly stored ones.
+
+    Refused readings are kept in quarantine with their reasons before the refusal is raised.
+    With a running `writer` the rows share a micro-batch transaction with other requests';
+    either way this returns only after they are committed.
+    """
     device = authorize_device_write(principal, device_id)
     now = uow.clock.now()
-    errors = check_readings(readings, now=now, settings=settings, batch=batch)
-    if errors:
-        metrics.readings_rejected.labels(transport, "invalid").inc(len(readings))
-        raise Invalid(f"{len(errors)} problem(s) in the readings; none were stored", errors=errors)
-
-    unique: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
-    for reading in readings:
-        timestamp = reading.timestamp.astimezone(dt.UTC)
-        for code, value in reading.measurements.items():
-            unique[(code, timestamp)] = {
-                "organisation_id": device.organisation_id,
-                "device_id": device.device_id,
-                "patient_id": device.patient_id,
-                "type": code,
-                "value": float(value),
-                "unit": CATALOGUE[code].unit,
-                "timestamp": timestamp,
-                "received_at": now,
-            }
-    async with uow:
-        stored = await repository.insert_new(uow.session, list(unique.values()))
-        if stored:
-            uow.publish(
-                _collected(
-                    device.organisation_id,
-                    device.device_id,
-                    device.patient_id,
-                    stored,
-                    received_at=now,
-                )
+    problems = gate(readings, now=now, settings=settings, batch=batch)
+    if problems:
+        await _refuse(
+            uow,
+            device,
+            problems,
+            transport=transport,
+            settings=settings,
+            metrics=metrics,
+            total=len(readings),
+        )
+    rows = to_rows(readings, device, now=now, settings=settings)
+    if writer is not None:
+        try:
+            stored = await writer.submit(
+                rows,
+                organisation_id=device.organisation_id,
+                device_id=device.device_id,
+                patient_id=device.patient_id,
+                received_at=now,
             )
-        await uow.commit()
+        except Backlogged as exc:
+            metrics.readings_rejected.labels(transport, "backpressure").inc(len(rows))
+            raise Unavailable(
+                "the readings store is catching up; send again shortly",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from exc
+    else:
+        # No writer runs in this process (a unit test, a process without the ingest hooks):
+        # commit this request alone, exactly as a batch of one.
+        inline = Job(
+            device.organisation_id,
+            device.device_id,
+            device.patient_id,
+            now,
+            rows,
+            asyncio.get_running_loop().create_future(),
+        )
+        stored = (await store(lambda: uow, [inline]))[0]
     metrics.readings_ingested.labels(transport).inc(len(stored))
+    drifted = sum(1 for row in rows if row["clock_drift"])
+    if drifted:
+        metrics.readings_clock_drift.labels(transport).inc(drifted)
     return IngestResult(
         device_id=device_id,
-        accepted=len(unique),
+        accepted=len(rows),
         stored=len(stored),
-        duplicates=len(unique) - len(stored),
+        duplicates=len(rows) - len(stored),
     )
 
 
-def _collected(
-    organisation_id: str,
-    device_id: str,
-    patient_id: str | None,
-    stored: Sequence[tuple[str, float, dt.datetime]],
+async def receive_readings(
     *,
-    received_at: dt.datetime,
-) -> ReadingsCollected:
-    by_time: dict[dt.datetime, dict[str, float]] = {}
-    for code, value, timestamp in stored:
-        by_time.setdefault(timestamp.astimezone(dt.UTC), {})[code] = value
-    samples = tuple(Sample(timestamp=t, measurements=m) for t, m in sorted(by_time.items()))
-    return ReadingsCollected(
-        organisation_id=organisation_id,
+    uow: UnitOfWork,
+    principal: Principal,
+    device_id: str,
+    body: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    idempotency_key: str | None,
+    settings: Settings,
+    metrics: Metrics,
+    cache: Cache,
+    writer: ReadingWriter | None,
+) -> IngestResult:
+    """Decode an HTTP body (JSON or NDJSON, gzip or not) and ingest it; replay the answer to a
+    repeated Idempotency-Key with the same body, refuse the key with another body."""
+    device = authorize_device_write(principal, device_id)
+    record_key = digest = None
+    if idempotency_key is not None:
+        record_key = (
+            "ingest:idempotency:"
+            + hashlib.sha256(f"{device.device_id}\0{idempotency_key}".encode()).hexdigest()
+        )
+        hasher = hashlib.sha256(f"{content_type}\0{content_encoding}\0".encode())
+        hasher.update(body)
+        digest = hasher.hexdigest()
+        seen = await cache.get(record_key)
+        if seen is not None:
+            record = orjson.loads(seen)
+            if record["digest"] != digest:
+                raise Invalid(
+                    "this Idempotency-Key was used with another body",
+                    errors=[FieldError("header.idempotency-key", "already used with another body")],
+                )
+            return IngestResult.model_validate(record["result"])
+    try:
+        decoded = decode(
+            body,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            max_inflated_bytes=settings.ingest.max_decompressed_bytes,
+            max_readings=settings.max_batch_readings,
+        )
+    except Undecodable as exc:
+        await _keep(uow, device, [exc.problem], transport="http", settings=settings)
+        metrics.readings_rejected.labels("http", exc.problem.reason).inc()
+        raise exc.error from None
+    if decoded.problems:
+        await _refuse(
+            uow,
+            device,
+            decoded.problems,
+            transport="http",
+            settings=settings,
+            metrics=metrics,
+            total=len(decoded.problems),
+        )
+    result = await ingest_readings(
+        uow=uow,
+        principal=principal,
         device_id=device_id,
-        patient_id=patient_id,
-        received_at=received_at,
-        timestamp=samples[-1].timestamp,
-        data=samples[-1].measurements,
-        samples=samples,
+        readings=decoded.readings,
+        batch=decoded.batch,
+        settings=settings,
+        metrics=metrics,
+        writer=writer,
     )
+    if record_key is not None:
+        await cache.set(
+            record_key,
+            orjson.dumps({"digest": digest, "result": result.model_dump()}),
+            ttl_seconds=settings.ingest.idempotency_ttl_seconds,
+        )
+    return result
+
+
+async def _refuse(
+    uow: UnitOfWork,
+    device: DevicePrincipal,
+    problems: Sequence[Problem],
+    *,
+    transport: str,
+    settings: Settings,
+    metrics: Metrics,
+    total: int,
+) -> None:
+    """Keep the refused readings in quarantine, count them, and refuse the whole request."""
+    await _keep(uow, device, problems, transport=transport, settings=settings)
+    for problem in problems:
+        metrics.readings_rejected.labels(transport, problem.reason).inc()
+    errors = [problem.error for problem in problems]
+    raise Invalid(
+        f"{len(errors)} problem(s) in the readings; none of the {total} were stored",
+        errors=errors,
+    )
+
+
+async def _keep(
+    uow: UnitOfWork,
+    device: DevicePrincipal,
+    problems: Sequence[Problem],
+    *,
+    transport: str,
+    settings: Settings,
+) -> None:
+    limit = settings.ingest.quarantine_payload_bytes
+    try:
+        async with uow:
+            now = uow.clock.now()
+            rows = [
+                {
+                    "organisation_id": device.organisation_id,
+                    "device_id": device.device_id,
+                    "patient_id": device.patient_id,
+                    "transport": transport,
+                    "received_at": now,
+                    "field": _text(problem.error.field)[:200],
+                    "reason": _text(problem.error.message)[:500],
+                    "payload": _text(_payload(problem.fragment))[:limit],
+                }
+                for problem in problems[: settings.ingest.quarantine_max_per_request]
+            ]
+            await repository.quarantine(uow.session, rows)
+            await uow.commit()
+    except SQLAlchemyError as exc:
+        # The refusal stands and is counted even when it cannot be kept; say so loudly.
+        log.error("ingest.quarantine.failed", device_id=device.device_id, error=type(exc).__name__)
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, which a device may well send.
+    return value.replace("\x00", "\\u0000")
+
+
+def _payload(fragment: Any) -> str:
+    if isinstance(fragment, str):
+        return fragment
+    if isinstance(fragment, ReadingIn):
+        return fragment.model_dump_json()
+    try:
+        return orjson.dumps(fragment).decode()
+    except TypeError:
+        return repr(fragment)
+
+
+async def _device_in_scope(
+    devices: DeviceDirectory, care: CareDirectory, principal: UserPrincipal, device_id: str
+) -> tuple[str | None, frozenset[str] | None]:
+    """Return (the device's patient, the patients the user may see or None for all), or 404."""
+    device = await devices.get(device_id)
+    if device is None:
+        raise NotFound("device not found")
+    ensure_same_organisation(principal, device.organisation_id, "device")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, device.patient_id, "device")
+    return device.patient_id, None if scope.whole_organisation else scope.patient_ids
 
 
 async def list_readings(
@@ -154,12 +376,7 @@ async def list_readings(
     Only readings attributed to patients in the user's care scope are returned: a device that
     moved between patients keeps each reading with the patient it was taken from.
     """
-    device = await devices.get(device_id)
-    if device is None:
-        raise NotFound("device not found")
-    ensure_same_organisation(principal, device.organisation_id, "device")
-    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-    ensure_in_care_scope(scope, device.patient_id, "device")
+    patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
     after = None
     if cursor:
         timestamp, key = decode_cursor(cursor)
@@ -173,7 +390,7 @@ async def list_readings(
         rows = await repository.page(
             uow.session,
             device_id,
-            patients=None if scope.whole_organisation else scope.patient_ids,
+            patients=patients,
             start=start,
             end=end,
             limit=limit + 1,
@@ -186,13 +403,19 @@ async def list_readings(
                 occurred_at=uow.clock.now(),
                 object_type="device",
                 object_id=device_id,
-                patient_id=device.patient_id,
+                patient_id=patient_id,
                 detail={"count": min(len(rows), limit)},
             )
         )
         await uow.commit()
     items = [
-        ReadingRead(type=r.type, value=r.value, unit=r.unit, timestamp=r.timestamp)
+        ReadingRead(
+            type=r.type,
+            value=r.value,
+            unit=r.unit,
+            timestamp=r.timestamp,
+            clock_drift=r.clock_drift,
+        )
         for r in rows[:limit]
     ]
     next_cursor = None
@@ -200,3 +423,173 @@ async def list_readings(
         last = rows[limit - 1]
         next_cursor = encode_cursor(last.timestamp, last.id)
     return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
+
+
+async def summarise_readings(
+    *,
+    uow: UnitOfWork,
+    devices: DeviceDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    device_id: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    bucket_seconds: int | None,
+    settings: Settings,
+) -> BucketPage:
+    """Return min/max/avg per time bucket of a device's readings, at most `max_chart_points`
+    buckets per type, to a user caring for its patient (audited). Defaults: the last 24 h."""
+    patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
+    end = end or uow.clock.now()
+    start = start or end - dt.timedelta(hours=24)
+    if start >= end:
+        raise Invalid(
+            "start must be before end", errors=[FieldError("query.start", "not before end")]
+        )
+    span = (end - start).total_seconds()
+    smallest = max(1, math.ceil(span / settings.ingest.max_chart_points))
+    size = max(bucket_seconds or smallest, smallest)
+    async with uow:
+        found = await repository.buckets(
+            uow.session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="device",
+                object_id=device_id,
+                patient_id=patient_id,
+                detail={"buckets": len(found), "bucket_seconds": size},
+            )
+        )
+        await uow.commit()
+    items = [
+        Bucket(
+            type=code,
+            start=dt.datetime.fromtimestamp(number * size, dt.UTC),
+            min=low,
+            max=high,
+            avg=mean,
+            count=count,
+        )
+        for code, number, low, high, mean, count in found
+    ]
+    return BucketPage(device_id=device_id, bucket_seconds=size, items=items)
+
+
+async def latest_readings(
+    *,
+    uow: UnitOfWork,
+    patients: PatientDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    patient_id: str,
+) -> LatestReadings:
+    """Return a patient's newest value of every measurement type, to a user caring for them
+    (audited)."""
+    patient = await patients.get(patient_id)
+    if patient is None:
+        raise NotFound("patient not found")
+    ensure_same_organisation(principal, patient.organisation_id, "patient")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, patient_id, "patient")
+    async with uow:
+        found = await repository.latest_per_type(
+            uow.session, principal.organisation_id, patient_id, sorted(CATALOGUE)
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="patient",
+                object_id=patient_id,
+                patient_id=patient_id,
+                detail={"count": len(found), "view": "latest"},
+            )
+        )
+        await uow.commit()
+    return LatestReadings(
+        patient_id=patient_id,
+        items=[
+            LatestReading(
+                type=r.type,
+                value=r.value,
+                unit=r.unit,
+                timestamp=r.timestamp,
+                device_id=r.device_id,
+            )
+            for r in found
+        ],
+    )
+
+
+async def list_quarantine(
+    *,
+    uow: UnitOfWork,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    device_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> QuarantinePage:
+    """Return refused readings of the principal's organisation with their reasons, newest first.
+
+    Admins and technicians look after every device and see every entry; clinical staff see
+    those of their patients. The refused payload holds clinical values, so it is shown only to
+    those who may read readings (technicians get field and reason), and showing it is audited.
+    """
+    visible: frozenset[str] | None = None
+    if principal.role in (Role.CLINICIAN, Role.NURSE):
+        scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+        visible = None if scope.whole_organisation else scope.patient_ids
+    before_id = None
+    if cursor:
+        _, key = decode_cursor(cursor)
+        if not key.isdigit():
+            raise Invalid(
+                "the cursor is not one this server issued",
+                errors=[FieldError("query.cursor", "unknown cursor")],
+            )
+        before_id = int(key)
+    show_payload = allowed(principal, Action.READINGS_READ)
+    async with uow:
+        rows = await repository.quarantined(
+            uow.session,
+            principal.organisation_id,
+            device_id=device_id,
+            patients=visible,
+            limit=limit + 1,
+            before_id=before_id,
+        )
+        if show_payload and rows:
+            uow.publish(
+                audit_record(
+                    principal,
+                    "quarantine.read",
+                    occurred_at=uow.clock.now(),
+                    object_type="device" if device_id else "organisation",
+                    object_id=device_id or principal.organisation_id,
+                    detail={"count": min(len(rows), limit)},
+                )
+            )
+        await uow.commit()
+    items = [
+        QuarantinedReadingRead(
+            id=r.id,
+            device_id=r.device_id,
+            transport=r.transport,
+            received_at=r.received_at,
+            field=r.field,
+            reason=r.reason,
+            payload=r.payload if show_payload else None,
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.received_at, last.id)
+    return QuarantinePage(items=items, next_cursor=next_cursor)

@@ -62,3 +62,36 @@ def test_every_type_has_a_unit_and_codes() -> None:
     for kind in CATALOGUE.values():
         assert kind.unit and kind.loinc and kind.mdc.startswith("MDC_")
         assert kind.minimum < kind.maximum
+
+
+def test_units_devices_differ_in_are_converted_and_unknown_ones_named() -> None:
+    from medcloud.ingest.schemas import UnitValue
+    from medcloud.ingest.service import to_rows
+    from medcloud.platform.security import DevicePrincipal
+
+    reading = ReadingIn(
+        timestamp=NOW,
+        measurements={
+            "temperature": UnitValue(98.6, "[degF]"),
+            "glucose": UnitValue(180.16, "mg/dL"),
+            "mean_bp": UnitValue(12, "kPa"),
+        },
+    )
+    assert check_readings([reading], now=NOW, settings=SETTINGS, batch=False) == []
+    device = DevicePrincipal("d", "o", None)
+    values = {
+        r["type"]: round(r["value"], 2)
+        for r in to_rows([reading], device, now=NOW, settings=SETTINGS)
+    }
+    assert values == {"temperature": 37.0, "glucose": 10.0, "mean_bp": 90.01}
+    odd = ReadingIn(timestamp=NOW, measurements={"glucose": UnitValue(5, "g/L")})
+    [error] = check_readings([odd], now=NOW, settings=SETTINGS, batch=False)
+    assert error.field == "measurements.glucose" and "'g/L'" in error.message
+
+
+def test_a_converted_value_is_checked_against_the_catalogue_range() -> None:
+    from medcloud.ingest.schemas import UnitValue
+
+    hot = ReadingIn(timestamp=NOW, measurements={"temperature": UnitValue(120, "[degF]")})
+    [error] = check_readings([hot], now=NOW, settings=SETTINGS, batch=False)
+    assert "possible range 10–46 Cel" in error.message

@@ -1,0 +1,78 @@
+"""What the ingest context runs beside its routes: the micro-batch writer and partition upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from medcloud.config import Settings
+from medcloud.ingest import partitions
+from medcloud.ingest.writer import ReadingWriter, register, unregister
+from medcloud.platform.clock import Clock
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.uow import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+async def start_writer(
+    *,
+    settings: Settings,
+    uow_factory: UnitOfWorkFactory,
+    metrics: Metrics,
+    stop: asyncio.Event,
+) -> None:
+    """Start this process's micro-batch writer; it drains and stops with the process.
+
+    An on-start hook rather than a background loop, so a server run without workers
+    (`serve --no-workers`) batches its writes too.
+    """
+    # SQLite has one writer at a time: a second flusher would only wait for the lock.
+    flushers = 1 if settings.is_sqlite else 2
+    writer = ReadingWriter(
+        uow_factory=uow_factory,
+        metrics=metrics,
+        batch_rows=settings.ingest.writer_batch_rows,
+        batch_ms=settings.ingest.writer_batch_ms,
+        max_pending_rows=settings.ingest.writer_max_pending_rows,
+        flushers=flushers,
+    )
+
+    async def run() -> None:
+        try:
+            await writer.run(stop)
+        finally:
+            unregister(settings, writer)
+
+    register(settings, writer)
+    task = asyncio.create_task(run(), name="ingest-writer")
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    await asyncio.sleep(0)  # let it start, so the first request finds it running
+
+
+async def maintain_partitions(
+    *, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock, stop: asyncio.Event
+) -> None:
+    """Create monthly reading partitions ahead and drop expired ones, periodically (PostgreSQL)."""
+    if settings.is_sqlite:
+        await stop.wait()  # returning would have the supervisor start it again at once
+        return
+    while not stop.is_set():
+        async with uow_factory() as uow:
+            connection = await uow.session.connection()
+            created, dropped = await partitions.maintain(
+                connection,
+                now=clock.now(),
+                ahead_months=settings.ingest.partitions_ahead_months,
+                retention_days=settings.ingest.retention_days,
+            )
+            await uow.commit()
+        if created or dropped:
+            log.info("ingest.partitions", created=created, dropped=dropped)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.ingest.partition_check_seconds)

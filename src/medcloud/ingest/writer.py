@@ -1,0 +1,227 @@
+"""The micro-batch writer: many requests' readings committed in one transaction.
+
+Each request hands its rows over and waits; the writer commits whatever is waiting once
+`batch_rows` rows are queued or `batch_ms` has passed, publishes one `device.data.collected`
+event per request in that same transaction, and only then resolves each request's future —
+so a 201 still means "committed". When more than `max_pending_rows` wait, new work is refused
+at once (the transport answers 503 + Retry-After) instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from medcloud.ingest import repository
+from medcloud.ingest.events import ReadingsCollected, Sample
+from medcloud.ingest.repository import StoredRow
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.uow import UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+class Backlogged(Exception):
+    """The writer holds as many rows as it may; try again shortly."""
+
+
+@dataclass
+class Job:
+    """One request's rows, and the future its sender awaits."""
+
+    organisation_id: str
+    device_id: str
+    patient_id: str | None
+    received_at: dt.datetime
+    rows: list[dict[str, Any]]
+    future: asyncio.Future[list[StoredRow]] = field(repr=False)
+
+
+async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[list[StoredRow]]:
+    """Insert the jobs' rows and publish their events in one transaction; return each job's new
+    rows (a reading sent twice in the batch counts for the first job that sent it)."""
+    async with uow_factory() as uow:
+        rows = [row for job in jobs for row in job.rows]
+        stored = await repository.insert_new(uow.session, rows)
+        new = {(d, t, ts): (d, t, v, ts) for d, t, v, ts in stored}
+        per_job: list[list[StoredRow]] = []
+        for job in jobs:
+            mine: list[StoredRow] = []
+            for row in job.rows:
+                hit = new.pop((row["device_id"], row["type"], row["timestamp"]), None)
+                if hit is not None:
+                    mine.append(hit)
+            if mine:
+                uow.publish(collected(job, mine))
+            per_job.append(mine)
+        await uow.commit()
+    return per_job
+
+
+def collected(job: Job, stored: Sequence[StoredRow]) -> ReadingsCollected:
+    """Describe a job's newly stored readings as one event, newest sample as `data`."""
+    by_time: dict[dt.datetime, dict[str, float]] = {}
+    for _device, code, value, timestamp in stored:
+        by_time.setdefault(timestamp.astimezone(dt.UTC), {})[code] = value
+    samples = tuple(Sample(timestamp=t, measurements=m) for t, m in sorted(by_time.items()))
+    return ReadingsCollected(
+        organisation_id=job.organisation_id,
+        device_id=job.device_id,
+        patient_id=job.patient_id,
+        received_at=job.received_at,
+        timestamp=samples[-1].timestamp,
+        data=samples[-1].measurements,
+        samples=samples,
+    )
+
+
+class ReadingWriter:
+    """Queue jobs, commit them in micro-batches, resolve each job after its batch commits."""
+
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        metrics: Metrics,
+        batch_rows: int,
+        batch_ms: float,
+        max_pending_rows: int,
+        flushers: int = 1,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._metrics = metrics
+        self._batch_rows = batch_rows
+        self._linger = batch_ms / 1000
+        self._max_pending = max_pending_rows
+        self._flushers = max(1, flushers)
+        self._queue: deque[Job] = deque()
+        self._pending_rows = 0
+        self._wake = asyncio.Event()
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the writer is accepting work."""
+        return self._running
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows queued or being written."""
+        return self._pending_rows
+
+    async def submit(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        organisation_id: str,
+        device_id: str,
+        patient_id: str | None,
+        received_at: dt.datetime,
+    ) -> list[StoredRow]:
+        """Queue rows and wait until they are committed; return those that were new."""
+        if not self._running:
+            raise Backlogged("the writer is not running")
+        # An empty writer takes any request, however large, so no batch is refused forever.
+        if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
+            raise Backlogged(f"{self._pending_rows} rows are waiting to be written")
+        future: asyncio.Future[list[StoredRow]] = asyncio.get_running_loop().create_future()
+        job = Job(organisation_id, device_id, patient_id, received_at, rows, future)
+        self._queue.append(job)
+        self._pending_rows += len(rows)
+        self._metrics.ingest_writer_pending.set(self._pending_rows)
+        self._wake.set()
+        return await future
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write until `stop` is set and nothing is left; then refuse what still arrives."""
+        self._running = True
+        watcher = asyncio.create_task(self._wake_on(stop))
+        try:
+            await asyncio.gather(*(self._flush_loop(stop) for _ in range(self._flushers)))
+        finally:
+            self._running = False
+            watcher.cancel()
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_exception(Backlogged("the writer stopped"))
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            if not self._queue:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            queued = sum(len(job.rows) for job in self._queue)
+            if queued < self._batch_rows and self._linger > 0 and not stop.is_set():
+                await asyncio.sleep(self._linger)
+            jobs, rows = [], 0
+            while self._queue and rows < self._batch_rows:
+                job = self._queue.popleft()
+                jobs.append(job)
+                rows += len(job.rows)
+            if self._queue:
+                self._wake.set()  # another flusher may take the rest
+            await self._flush(jobs, rows)
+
+    async def _flush(self, jobs: list[Job], rows: int) -> None:
+        started = time.perf_counter()
+        try:
+            results = await store(self._uow_factory, jobs)
+        except Exception as exc:  # noqa: BLE001  (each job's sender learns of the failure)
+            if len(jobs) > 1:
+                # One bad job must not fail its neighbours: write each alone.
+                log.warning("ingest.batch.failed", jobs=len(jobs), error=type(exc).__name__)
+                for job in jobs:
+                    await self._flush([job], len(job.rows))
+                return
+            self._settle(jobs, rows, error=exc)
+            return
+        self._metrics.ingest_flush_seconds.observe(time.perf_counter() - started)
+        for job, stored in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(stored)
+        self._settle(jobs, rows)
+
+    def _settle(self, jobs: list[Job], rows: int, *, error: Exception | None = None) -> None:
+        self._pending_rows -= rows
+        self._metrics.ingest_writer_pending.set(self._pending_rows)
+        if error is not None:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+
+
+# One writer per running ingest context, found by the settings object the process runs with:
+# hooks and routes both reach that same object, and the runtime has no slot of its own for it.
+_WRITERS: dict[int, ReadingWriter] = {}
+
+
+def writer_for(settings: object) -> ReadingWriter | None:
+    """Return the running writer of the process whose settings these are, if any."""
+    writer = _WRITERS.get(id(settings))
+    return writer if writer is not None and writer.running else None
+
+
+def register(settings: object, writer: ReadingWriter) -> None:
+    """Make `writer` the one `writer_for(settings)` finds."""
+    _WRITERS[id(settings)] = writer
+
+
+def unregister(settings: object, writer: ReadingWriter) -> None:
+    """Forget `writer` (if it is still the registered one)."""
+    if _WRITERS.get(id(settings)) is writer:
+        del _WRITERS[id(settings)]

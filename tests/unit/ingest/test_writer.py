@@ -1,0 +1,106 @@
+"""The micro-batch writer: batches requests, answers each after commit, refuses when full."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from medcloud.ingest import writer as writer_module
+from medcloud.ingest.repository import StoredRow
+from medcloud.ingest.writer import Backlogged, Job, ReadingWriter
+from medcloud.platform.metrics import Metrics
+
+T = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
+
+
+def rows(device: str, n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "device_id": device,
+            "type": "heart_rate",
+            "value": 70.0,
+            "timestamp": T + dt.timedelta(seconds=i),
+        }
+        for i in range(n)
+    ]
+
+
+async def submit(writer: ReadingWriter, device: str, n: int) -> list[StoredRow]:
+    return await writer.submit(
+        rows(device, n), organisation_id="o", device_id=device, patient_id=None, received_at=T
+    )
+
+
+@dataclass
+class FakeStore:
+    """Records each committed batch's devices instead of writing to a database."""
+
+    batches: list[list[str]] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, _factory: object, jobs: Sequence[Job]) -> list[list[StoredRow]]:
+        await self.gate.wait()
+        self.batches.append([job.device_id for job in jobs])
+        return [
+            [(r["device_id"], r["type"], r["value"], r["timestamp"]) for r in job.rows]
+            for job in jobs
+        ]
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    fake = FakeStore()
+    fake.gate.set()
+    monkeypatch.setattr(writer_module, "store", fake)
+    return fake
+
+
+def make(**overrides: Any) -> ReadingWriter:
+    options: dict[str, Any] = {"batch_rows": 100, "batch_ms": 5, "max_pending_rows": 1000}
+    return ReadingWriter(uow_factory=lambda: None, metrics=Metrics(), **(options | overrides))  # type: ignore[arg-type,return-value]
+
+
+async def test_concurrent_requests_are_committed_together_and_each_gets_its_rows(
+    batches: FakeStore,
+) -> None:
+    writer, stop = make(), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    await asyncio.sleep(0)
+    results = await asyncio.gather(*(submit(writer, f"d{i}", 3) for i in range(5)))
+    assert [len(r) for r in results] == [3] * 5
+    assert [r[0][0] for r in results] == [f"d{i}" for i in range(5)]
+    assert len(batches.batches) == 1 and sorted(batches.batches[0]) == [f"d{i}" for i in range(5)]
+    stop.set()
+    await task
+
+
+async def test_a_full_writer_refuses_at_once_instead_of_queueing(
+    batches: FakeStore,
+) -> None:
+    batches.gate.clear()  # the database is stuck
+    writer, stop = make(max_pending_rows=10), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    await asyncio.sleep(0)
+    first = asyncio.create_task(submit(writer, "a", 8))
+    await asyncio.sleep(0.02)
+    with pytest.raises(Backlogged):
+        await submit(writer, "b", 8)
+    batches.gate.set()
+    assert len(await first) == 8
+    assert len(await submit(writer, "b", 8)) == 8
+    stop.set()
+    await task
+
+
+async def test_a_stopped_writer_refuses_new_work(batches: FakeStore) -> None:
+    writer, stop = make(), asyncio.Event()
+    stop.set()
+    await writer.run(stop)
+    with pytest.raises(Backlogged):
+        await submit(writer, "a", 1)
+    assert batches.batches == []

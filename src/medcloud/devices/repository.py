@@ -21,6 +21,7 @@ from medcloud.devices.models import (
     RolloutCampaign,
     RolloutTarget,
 )
+from medcloud.platform.errors import NotFound
 
 
 async def get(session: AsyncSession, device_id: str) -> Device | None:
@@ -36,6 +37,20 @@ async def get_in_organisation(
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
+
+
+async def lock_in_organisation(
+    session: AsyncSession, organisation_id: str, device_id: str
+) -> Device:
+    """Return the organisation's device locked for a change (PostgreSQL); NotFound otherwise.
+
+    The lock makes concurrent changes of one device (rotations, firmware reports) apply one
+    after the other.
+    """
+    device = await get_in_organisation(session, organisation_id, device_id, for_update=True)
+    if device is None:
+        raise NotFound("device not found")
+    return device
 
 
 class CredentialMatch(NamedTuple):

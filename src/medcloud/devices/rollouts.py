@@ -565,7 +565,9 @@ async def offer_update(
     """Tell a device what to install now, if anything (and note that it was offered)."""
     authorize_device_write(principal, device_id)
     async with uow:
-        device = await _device(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         now = uow.clock.now()
         offer = None
         for target, campaign in await repository.device_targets(
@@ -630,7 +632,9 @@ async def report_progress(
     """Record how the device's update goes; a finished one moves its campaign on."""
     authorize_device_write(principal, device_id)
     async with uow:
-        device = await _device(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         now = uow.clock.now()
         under_way = [
             (target, campaign)
@@ -733,15 +737,6 @@ def _move(
             reason=reason,
         )
     )
-
-
-async def _device(uow: UnitOfWork, principal: Principal, device_id: str) -> Device:
-    device = await repository.get_in_organisation(
-        uow.session, principal.organisation_id, device_id, for_update=True
-    )
-    if device is None:
-        raise NotFound("device not found")
-    return device
 
 
 def _read_image(image: FirmwareImage) -> FirmwareRead:

@@ -143,7 +143,9 @@ async def update_device(
     changes = cmd.model_dump(exclude_unset=True)
     revoked: list[DeviceCredential] = []
     async with uow:
-        device = await _device_for_change(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         if device.status == "decommissioned":
             raise Conflict("the device is decommissioned; it can no longer change")
         now = uow.clock.now()
@@ -203,7 +205,9 @@ async def assign_device(
     """Attach the device to a patient from now on (ending any current assignment), or detach it."""
     async with uow:
         # The device first: another organisation's device is not found, whatever the patient.
-        device = await _device_for_change(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         if cmd.patient_id is not None:
             await _check_patient(patients, principal, cmd.patient_id)
         if device.status == "decommissioned":
@@ -307,7 +311,9 @@ async def rotate_credentials(
     """Issue a new token; the device's previous tokens keep working for the grace period."""
     token = new_device_token()
     async with uow:
-        device = await _device_for_change(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         now = uow.clock.now()
         valid_until = now + dt.timedelta(seconds=cmd.grace_seconds)
         held = await repository.credentials(uow.session, principal.organisation_id, device_id)
@@ -338,7 +344,9 @@ async def revoke_credentials(
 ) -> CredentialList:
     """Stop every token of the device at once."""
     async with uow:
-        device = await _device_for_change(uow, principal, device_id)
+        device = await repository.lock_in_organisation(
+            uow.session, principal.organisation_id, device_id
+        )
         now = uow.clock.now()
         held = await repository.credentials(uow.session, principal.organisation_id, device_id)
         revoked = [credential for credential in held if credential.revoke(now)]
@@ -824,16 +832,6 @@ def _credential(device_id: str, token: str, now: dt.datetime) -> DeviceCredentia
         revoked_at=None,
         last_used_at=None,
     )
-
-
-async def _device_for_change(uow: UnitOfWork, principal: UserPrincipal, device_id: str) -> Device:
-    # Locked so that concurrent rotations of one device apply one after the other.
-    device = await repository.get_in_organisation(
-        uow.session, principal.organisation_id, device_id, for_update=True
-    )
-    if device is None:
-        raise NotFound("device not found")
-    return device
 
 
 async def _forget(cache: Cache, credentials: Iterable[DeviceCredential]) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.devices import repository
-from medcloud.devices.models import Device
 from medcloud.platform.clock import Clock, SystemClock
 from medcloud.platform.directory import DeviceRef
 
@@ -32,7 +32,34 @@ class SqlDeviceDirectory:
         """Return the device, or None."""
         async with self._sessions() as session:
             device = await repository.get(session, device_id)
-        return None if device is None else _ref(device)
+            if device is None:
+                return None
+            since = await repository.last_assignment_change(session, device_id)
+        return DeviceRef(
+            device.id,
+            device.organisation_id,
+            device.patient_id,
+            patient_since=since,
+            decommissioned=device.status == "decommissioned",
+        )
+
+    async def patients_at(self, device_id: str, times: Sequence[dt.datetime]) -> list[str | None]:
+        """Return the patient the device was assigned to at each of `times` (None: nobody)."""
+        async with self._sessions() as session:
+            history = await repository.assignments(session, device_id)
+        # An assignment holds from its start (inclusive) to its end (exclusive); they never
+        # overlap, since assigning ends the previous one at the same instant.
+        return [
+            next(
+                (
+                    a.patient_id
+                    for a in history
+                    if a.started_at <= at and (a.ended_at is None or at < a.ended_at)
+                ),
+                None,
+            )
+            for at in times
+        ]
 
     async def by_token_hash(self, token_hash: str) -> DeviceRef | None:
         """Return the device holding this token while it is neither revoked nor expired."""
@@ -56,9 +83,9 @@ class SqlDeviceDirectory:
                     await session.rollback()
                     log.warning("device.last_used.failed", error=type(exc).__name__)
         return DeviceRef(
-            found.device_id, found.organisation_id, found.patient_id, expires_at=found.expires_at
+            found.device_id,
+            found.organisation_id,
+            found.patient_id,
+            expires_at=found.expires_at,
+            patient_since=found.patient_since,
         )
-
-
-def _ref(device: Device) -> DeviceRef:
-    return DeviceRef(device.id, device.organisation_id, device.patient_id)

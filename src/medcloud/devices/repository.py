@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,6 +62,7 @@ class CredentialMatch(NamedTuple):
     credential_id: str
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    patient_since: dt.datetime | None
 
 
 async def find_working_credential(
@@ -76,6 +77,7 @@ async def find_working_credential(
             DeviceCredential.id,
             DeviceCredential.expires_at,
             DeviceCredential.last_used_at,
+            _last_assignment_change(Device.id),
         )
         .join(DeviceCredential, DeviceCredential.device_id == Device.id)
         .where(
@@ -257,6 +259,23 @@ async def adopt_devices(session: AsyncSession, model: DeviceModel) -> None:
         )
         .values(model_id=model.id)
     )
+
+
+def _last_assignment_change(device_id: Any) -> Any:
+    """The latest start or end among a device's assignments, as a scalar subquery."""
+    # An open assignment's start is later than every earlier end, so the latest of
+    # coalesce(end, start) is when the device's current patient (or lack of one) began.
+    return (
+        select(func.max(func.coalesce(DeviceAssignment.ended_at, DeviceAssignment.started_at)))
+        .where(DeviceAssignment.device_id == device_id)
+        .scalar_subquery()
+    )
+
+
+async def last_assignment_change(session: AsyncSession, device_id: str) -> dt.datetime | None:
+    """Return when the device's assignment last changed, or None if it never had one."""
+    found: dt.datetime | None = await session.scalar(select(_last_assignment_change(device_id)))
+    return found
 
 
 async def current_assignment(session: AsyncSession, device_id: str) -> DeviceAssignment | None:

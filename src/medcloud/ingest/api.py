@@ -68,6 +68,7 @@ async def ingest_readings(
         settings=runtime.settings,
         metrics=runtime.metrics,
         cache=runtime.cache,
+        devices=runtime.devices,
         writer=writer_for(runtime.settings),
     )
 

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -104,12 +104,19 @@ def to_rows(
     *,
     now: dt.datetime,
     settings: Settings,
+    earlier_patients: Mapping[dt.datetime, str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Turn gated readings into rows in catalogue units, one per (type, timestamp)."""
+    """Turn gated readings into rows in catalogue units, one per (type, timestamp).
+
+    A row belongs to the device's current patient unless `earlier_patients` names the patient
+    assigned at its timestamp (readings taken before the device's last assignment change).
+    """
     drifted_before = now - dt.timedelta(seconds=settings.ingest.max_past_drift_seconds)
+    earlier = earlier_patients or {}
     unique: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
     for reading in readings:
         timestamp = reading.timestamp.astimezone(dt.UTC)
+        patient_id = earlier.get(timestamp, device.patient_id)
         for code, measured in reading.measurements.items():
             if isinstance(measured, UnitValue):
                 value = to_catalogue_unit(code, measured.value, measured.unit)
@@ -119,7 +126,7 @@ def to_rows(
             unique[(code, timestamp)] = {
                 "organisation_id": device.organisation_id,
                 "device_id": device.device_id,
-                "patient_id": device.patient_id,
+                "patient_id": patient_id,
                 "type": code,
                 "value": float(value),
                 "unit": CATALOGUE[code].unit,
@@ -128,6 +135,20 @@ def to_rows(
                 "clock_drift": timestamp < drifted_before,
             }
     return list(unique.values())
+
+
+async def patients_before_change(
+    devices: DeviceDirectory, device: DevicePrincipal, readings: Sequence[ReadingIn]
+) -> dict[dt.datetime, str | None]:
+    """Name the patient assigned at each reading taken before the device's last assignment
+    change: a late or backfilled reading belongs to whoever wore the device when it was taken."""
+    since = device.patient_since
+    if since is None:
+        return {}
+    late = sorted({r.timestamp.astimezone(dt.UTC) for r in readings if r.timestamp < since})
+    if not late:
+        return {}
+    return dict(zip(late, await devices.patients_at(device.device_id, late), strict=True))
 
 
 async def ingest_readings(
@@ -139,6 +160,7 @@ async def ingest_readings(
     batch: bool,
     settings: Settings,
     metrics: Metrics,
+    devices: DeviceDirectory,
     transport: str = "http",
     writer: ReadingWriter | None = None,
 ) -> IngestResult:
@@ -161,7 +183,8 @@ async def ingest_readings(
             metrics=metrics,
             total=len(readings),
         )
-    rows = to_rows(readings, device, now=now, settings=settings)
+    earlier = await patients_before_change(devices, device, readings)
+    rows = to_rows(readings, device, now=now, settings=settings, earlier_patients=earlier)
     if writer is not None:
         try:
             stored = await writer.submit(
@@ -213,6 +236,7 @@ async def receive_readings(
     settings: Settings,
     metrics: Metrics,
     cache: Cache,
+    devices: DeviceDirectory,
     writer: ReadingWriter | None,
 ) -> IngestResult:
     """Decode an HTTP body (JSON or NDJSON, gzip or not) and ingest it; replay the answer to a
@@ -266,6 +290,7 @@ async def receive_readings(
         batch=decoded.batch,
         settings=settings,
         metrics=metrics,
+        devices=devices,
         writer=writer,
     )
     if record_key is not None:

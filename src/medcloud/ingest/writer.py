@@ -54,19 +54,26 @@ async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[lis
         per_job: list[list[StoredRow]] = []
         for job in jobs:
             mine: list[StoredRow] = []
+            # Late readings may belong to an earlier patient: one event per patient, so each
+            # patient's alerts are raised on their own data.
+            by_patient: dict[str | None, list[StoredRow]] = {}
             for row in job.rows:
                 hit = new.pop((row["device_id"], row["type"], row["timestamp"]), None)
                 if hit is not None:
                     mine.append(hit)
-            if mine:
-                uow.publish(collected(job, mine))
+                    by_patient.setdefault(row["patient_id"], []).append(hit)
+            for patient_id, stored_rows in by_patient.items():
+                uow.publish(collected(job, stored_rows, patient_id=patient_id))
             per_job.append(mine)
         await uow.commit()
     return per_job
 
 
-def collected(job: Job, stored: Sequence[StoredRow]) -> ReadingsCollected:
-    """Describe a job's newly stored readings as one event, newest sample as `data`."""
+def collected(
+    job: Job, stored: Sequence[StoredRow], *, patient_id: str | None
+) -> ReadingsCollected:
+    """Describe newly stored readings of one job and patient as one event, newest sample as
+    `data`."""
     by_time: dict[dt.datetime, dict[str, float]] = {}
     for _device, code, value, timestamp in stored:
         by_time.setdefault(timestamp.astimezone(dt.UTC), {})[code] = value
@@ -74,7 +81,7 @@ def collected(job: Job, stored: Sequence[StoredRow]) -> ReadingsCollected:
     return ReadingsCollected(
         organisation_id=job.organisation_id,
         device_id=job.device_id,
-        patient_id=job.patient_id,
+        patient_id=patient_id,
         received_at=job.received_at,
         timestamp=samples[-1].timestamp,
         data=samples[-1].measurements,

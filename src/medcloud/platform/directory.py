@@ -4,6 +4,7 @@ tables themselves. The devices context implements it; the composition root hands
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +18,11 @@ class DeviceRef:
     patient_id: str | None
     expires_at: dt.datetime | None = None
     """When the token the device was found by stops working (None: not scheduled to)."""
+    patient_since: dt.datetime | None = None
+    """Since when `patient_id` (or no patient) has held: the device's last assignment change;
+    None when it was never assigned. Readings taken earlier belong to whoever was assigned then."""
+    decommissioned: bool = False
+    """The device was taken out of service: data it still sends is not accepted."""
 
 
 class DeviceDirectory(Protocol):
@@ -28,6 +34,10 @@ class DeviceDirectory(Protocol):
 
     async def by_token_hash(self, token_hash: str) -> DeviceRef | None:
         """Return the device holding this token, or None."""
+        ...
+
+    async def patients_at(self, device_id: str, times: Sequence[dt.datetime]) -> list[str | None]:
+        """Return the patient the device was assigned to at each of `times` (None: nobody)."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -104,7 +105,13 @@ async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:
         data = orjson.loads(cached)
         # Checked against the runtime clock too: the cache's own expiry keeps another clock.
         if data.get("expires_at") is None or data["expires_at"] > now.timestamp():
-            return DevicePrincipal(data["id"], data["organisation_id"], data["patient_id"])
+            since = data.get("patient_since")
+            return DevicePrincipal(
+                data["id"],
+                data["organisation_id"],
+                data["patient_id"],
+                None if since is None else dt.datetime.fromtimestamp(since, dt.UTC),
+            )
     device = await runtime.devices.by_token_hash(token_hash)
     if device is None:
         raise Unauthorized("unknown device token")
@@ -121,12 +128,17 @@ async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:
                     "id": device.id,
                     "organisation_id": device.organisation_id,
                     "patient_id": device.patient_id,
+                    "patient_since": (
+                        None if device.patient_since is None else device.patient_since.timestamp()
+                    ),
                     "expires_at": expires,
                 }
             ),
             ttl_seconds=ttl,
         )
-    return DevicePrincipal(device.id, device.organisation_id, device.patient_id)
+    return DevicePrincipal(
+        device.id, device.organisation_id, device.patient_id, device.patient_since
+    )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

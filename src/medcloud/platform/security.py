@@ -61,6 +61,8 @@ class DevicePrincipal:
     device_id: str
     organisation_id: str
     patient_id: str | None
+    patient_since: dt.datetime | None = None
+    """Since when `patient_id` has held (see `DeviceRef.patient_since`)."""
 
 
 Principal = UserPrincipal | DevicePrincipal

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from medcloud.platform.clock import FrozenClock
 from tests.integration.devices.conftest import authenticates
 from tests.integration.devices.fleet import MANUFACTURER, MODEL, register_model
-from tests.support.client import Api, bearer
+from tests.support.client import Api, bearer, reading
 
 
 async def search(api: Api, token: str, **params: Any) -> list[str]:
@@ -126,6 +127,45 @@ async def test_reassigning_a_device_keeps_its_history(
     )
     assert nobody.status_code == 422
     assert [e["field"] for e in nobody.json()["errors"]] == ["patient_id"]
+
+
+async def test_a_reading_belongs_to_the_patient_assigned_when_it_was_taken(
+    api: Api, alice_admin: str, clock: FrozenClock
+) -> None:
+    first = await api.create_patient(alice_admin, "MRN-1")
+    second = await api.create_patient(alice_admin, "MRN-2")
+    device = await api.register_device(alice_admin, "PO-10", first)
+    taken_on_first = clock.now() + dt.timedelta(minutes=5)
+    clock.advance(minutes=10)
+    moved = await api.http.put(
+        f"/api/v1/devices/{device['id']}/assignment",
+        json={"patient_id": second},
+        headers=bearer(alice_admin),
+    )
+    assert moved.status_code == 200, moved.text
+    clock.advance(minutes=1)
+    # Sent after the move in one batch: a reading buffered while the first patient wore the
+    # device, and a fresh one from the second patient.
+    sent = await api.send(
+        device,
+        {
+            "readings": [
+                reading(taken_on_first, heart_rate=71),
+                reading(clock.now(), heart_rate=92),
+            ]
+        },
+    )
+    assert sent.status_code == 201, sent.text
+
+    async def latest(patient_id: str) -> list[float]:
+        response = await api.http.get(
+            f"/api/v1/readings/latest/{patient_id}", headers=bearer(alice_admin)
+        )
+        assert response.status_code == 200, response.text
+        return [item["value"] for item in response.json()["items"]]
+
+    assert await latest(first) == [71]
+    assert await latest(second) == [92]
 
 
 async def test_a_decommissioned_device_keeps_its_history_but_no_longer_works(

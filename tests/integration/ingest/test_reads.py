@@ -13,7 +13,8 @@ async def test_latest_values_per_patient_and_type(api: Api, alice: str) -> None:
     patient_id = await api.create_patient(alice)
     oximeter = await api.register_device(alice, serial="OX", patient_id=patient_id)
     cuff = await api.register_device(alice, serial="BP", patient_id=patient_id)
-    t = now() - dt.timedelta(minutes=10)
+    # Taken after the devices were assigned: earlier readings would belong to nobody.
+    t = now()
     await api.send(
         oximeter, {"readings": [reading(t, spo2=95), reading(t + dt.timedelta(minutes=1), spo2=97)]}
     )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from medcloud.bootstrap import Lifecycle, bootstrap, create_bus
@@ -75,7 +76,13 @@ async def setup(settings: Settings) -> AsyncIterator[Setup]:
     async def count_pings(event: Pinged, *, uow: UnitOfWork) -> None:
         if event.n < 0:
             raise ValueError("negative pings are poison")
-        calls.append(event.n)
+
+        # The effect counts only once its transaction commits, like a handler's database
+        # writes: a batch rolled back and applied again one by one must not count twice.
+        def applied(_session: object) -> None:
+            calls.append(event.n)
+
+        sa_event.listen(uow.session.sync_session, "after_commit", applied, once=True)
 
     await bus.consume(
         Consumer(

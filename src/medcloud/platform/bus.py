@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from medcloud.platform.events import Envelope, Event
@@ -66,6 +67,34 @@ class Consumer:
             except IntegrityError:
                 # A concurrent delivery of the same event committed first; ours is a duplicate.
                 log.info("event.duplicate", consumer=self.name, event_id=envelope.id)
+
+    async def handle_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply several envelopes in one transaction, all or none.
+
+        Under load the relay hands over hundreds of events at once; one transaction for all of
+        them instead of one each is what lets consumers keep up with the writer. A failure
+        rolls the whole batch back; the caller then applies the envelopes one by one, so a
+        poison event is retried and dead-lettered alone.
+        """
+        async with self._uow_factory() as uow:
+            ids = [envelope.id for envelope in envelopes]
+            done = set(
+                await uow.session.scalars(
+                    select(ProcessedEvent.event_id).where(
+                        ProcessedEvent.consumer == self.name, ProcessedEvent.event_id.in_(ids)
+                    )
+                )
+            )
+            now = uow.clock.now()
+            for envelope in envelopes:
+                if envelope.id in done:
+                    continue
+                done.add(envelope.id)
+                await self._handler(envelope.open(self._event_type), uow=uow)
+                uow.session.add(
+                    ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=now)
+                )
+            await uow.commit()
 
     async def dead_letter(self, envelope: Envelope, *, reason: str, attempts: int) -> None:
         """Keep an event this consumer gave up on, with why, where operators can see it."""
@@ -169,9 +198,19 @@ class InProcessBus:
         await asyncio.gather(*(self._feed(c, envelopes) for c in self._consumers))
 
     async def _feed(self, consumer: Consumer, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            if any(topic_matches(key, envelope.type) for key in consumer.routing_keys):
-                await self._deliver(consumer, envelope)
+        mine = [
+            envelope
+            for envelope in envelopes
+            if any(topic_matches(key, envelope.type) for key in consumer.routing_keys)
+        ]
+        if len(mine) > 1:
+            try:
+                await consumer.handle_many(mine)
+                return
+            except Exception as exc:  # noqa: BLE001  (retried one by one below)
+                log.info("event.batch.retry", consumer=consumer.name, error=type(exc).__name__)
+        for envelope in mine:
+            await self._deliver(consumer, envelope)
 
     async def _deliver(self, consumer: Consumer, envelope: Envelope) -> None:
         reason = ""

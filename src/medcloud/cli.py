@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -261,10 +262,37 @@ def demo(
     )
 
 
+bench_app = typer.Typer(
+    help="Measure a deployment (runs from a source checkout).", no_args_is_help=True
+)
+
+
+@bench_app.command(
+    "ingest",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_ingest(ctx: typer.Context) -> None:
+    """Drive a fleet over HTTP or MQTT and print readings/s, latency and the COPY baseline.
+
+    Options: --transport http|mqtt --devices N --seconds S [--batch B] [--url URL …];
+    `medcloud bench ingest --help` lists them all.
+    """
+    # The benchmark lives in the checkout's bench/ package, beside src/, not in the wheel.
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "bench" / "ingest.py").is_file():
+        raise typer.BadParameter("the benchmark runs from a source checkout (bench/ not found)")
+    sys.path.insert(0, str(checkout))
+    from bench.ingest import main as run_bench
+
+    run_bench(ctx.args)
+
+
 def _mount_subcommands() -> None:
     from medcloud.audit.cli import audit_app
 
     app.add_typer(audit_app, name="audit")
+    app.add_typer(bench_app, name="bench")
 
 
 _mount_subcommands()

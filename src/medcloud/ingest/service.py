@@ -50,6 +50,7 @@ from medcloud.platform.uow import UnitOfWork
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_SECONDS = 1
+UNITS = {code: kind.unit for code, kind in CATALOGUE.items()}
 
 
 def gate(
@@ -113,26 +114,30 @@ def to_rows(
     """
     drifted_before = now - dt.timedelta(seconds=settings.ingest.max_past_drift_seconds)
     earlier = earlier_patients or {}
+    organisation_id, device_id = device.organisation_id, device.device_id
+    # This loop runs for every value a device sends: what does not change per value is looked
+    # up once, per reading or per call.
     unique: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
     for reading in readings:
         timestamp = reading.timestamp.astimezone(dt.UTC)
-        patient_id = earlier.get(timestamp, device.patient_id)
+        patient_id = earlier.get(timestamp, device.patient_id) if earlier else device.patient_id
+        drifted = timestamp < drifted_before
         for code, measured in reading.measurements.items():
             if isinstance(measured, UnitValue):
                 value = to_catalogue_unit(code, measured.value, measured.unit)
+                assert value is not None  # noqa: S101  (the gate refused unknown units)
             else:
                 value = measured
-            assert value is not None  # noqa: S101  (the gate refused unknown units)
             unique[(code, timestamp)] = {
-                "organisation_id": device.organisation_id,
-                "device_id": device.device_id,
+                "organisation_id": organisation_id,
+                "device_id": device_id,
                 "patient_id": patient_id,
                 "type": code,
                 "value": float(value),
-                "unit": CATALOGUE[code].unit,
+                "unit": UNITS[code],
                 "timestamp": timestamp,
                 "received_at": now,
-                "clock_drift": timestamp < drifted_before,
+                "clock_drift": drifted,
             }
     return list(unique.values())
 
@@ -191,7 +196,6 @@ async def ingest_readings(
                 rows,
                 organisation_id=device.organisation_id,
                 device_id=device.device_id,
-                patient_id=device.patient_id,
                 received_at=now,
             )
         except Backlogged as exc:
@@ -206,7 +210,6 @@ async def ingest_readings(
         inline = Job(
             device.organisation_id,
             device.device_id,
-            device.patient_id,
             now,
             rows,
             asyncio.get_running_loop().create_future(),

@@ -38,7 +38,6 @@ class Job:
 
     organisation_id: str
     device_id: str
-    patient_id: str | None
     received_at: dt.datetime
     rows: list[dict[str, Any]]
     future: asyncio.Future[list[StoredRow]] = field(repr=False)
@@ -129,7 +128,6 @@ class ReadingWriter:
         *,
         organisation_id: str,
         device_id: str,
-        patient_id: str | None,
         received_at: dt.datetime,
     ) -> list[StoredRow]:
         """Queue rows and wait until they are committed; return those that were new."""
@@ -139,7 +137,7 @@ class ReadingWriter:
         if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
             raise Backlogged(f"{self._pending_rows} rows are waiting to be written")
         future: asyncio.Future[list[StoredRow]] = asyncio.get_running_loop().create_future()
-        job = Job(organisation_id, device_id, patient_id, received_at, rows, future)
+        job = Job(organisation_id, device_id, received_at, rows, future)
         self._queue.append(job)
         self._pending_rows += len(rows)
         self._metrics.ingest_writer_pending.set(self._pending_rows)

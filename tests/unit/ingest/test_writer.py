@@ -32,7 +32,7 @@ def rows(device: str, n: int) -> list[dict[str, Any]]:
 
 async def submit(writer: ReadingWriter, device: str, n: int) -> list[StoredRow]:
     return await writer.submit(
-        rows(device, n), organisation_id="o", device_id=device, patient_id=None, received_at=T
+        rows(device, n), organisation_id="o", device_id=device, received_at=T
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from sqlalchemy import (
@@ -31,8 +31,25 @@ from sqlalchemy.sql.elements import ColumnElement
 from medcloud.ingest.models import QuarantinedReading, Reading
 from medcloud.platform.db import dialect_name
 
-StoredRow = tuple[str, str, float, dt.datetime]
-"""(device_id, type, value, timestamp) of a newly stored reading."""
+
+class Row(NamedTuple):
+    """One reading as stored: a tuple in column order, so COPY takes it as it is."""
+
+    organisation_id: str
+    device_id: str
+    patient_id: str | None
+    type: str
+    value: float
+    unit: str
+    timestamp: dt.datetime
+    received_at: dt.datetime
+    clock_drift: bool
+
+    @property
+    def key(self) -> tuple[str, str, dt.datetime]:
+        """What makes a reading the same reading: device, type and timestamp."""
+        return self.device_id, self.type, self.timestamp
+
 
 # One statement for a whole micro-batch on PostgreSQL: arrays in, rows out. ON CONFLICT keeps
 # a retried reading stored once; RETURNING names what was new so only that is published.
@@ -56,42 +73,38 @@ _UNNEST_INSERT = text(
     bindparam("received_at", type_=ARRAY(DateTime(timezone=True))),
     bindparam("clock_drift", type_=ARRAY(Boolean())),
 )
-_COLUMNS = (
-    "organisation_id",
-    "device_id",
-    "patient_id",
-    "type",
-    "value",
-    "unit",
-    "timestamp",
-    "received_at",
-    "clock_drift",
-)
+_COLUMNS = Row._fields
 
 
-async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[StoredRow]:
+async def insert_new(session: AsyncSession, rows: Sequence[Row]) -> list[Row]:
     """Insert readings, skipping any already stored; return the newly stored ones."""
     if not rows:
         return []
     # A fixed order means concurrent batches take the unique index's locks in the same order
     # and cannot deadlock on each other.
-    ordered = sorted(rows, key=lambda r: (r["device_id"], r["type"], r["timestamp"]))
+    ordered = sorted(rows, key=_KEY)
     if dialect_name(session) == "postgresql":
         if await _copy_unless_stored(session, ordered):
-            return [(r["device_id"], r["type"], r["value"], r["timestamp"]) for r in ordered]
-        params = {column: [row[column] for row in ordered] for column in _COLUMNS}
+            return ordered
+        params = dict(zip(_COLUMNS, map(list, zip(*ordered, strict=True)), strict=True))
         result = await session.execute(_UNNEST_INSERT, params)
-        return [(d, t, v, ts.astimezone(dt.UTC)) for d, t, v, ts in result.all()]
+        new = {(d, t, ts.astimezone(dt.UTC)) for d, t, _v, ts in result.all()}
+        return [row for row in ordered if row.key in new]
     statement = (
         sqlite.insert(Reading)
         .on_conflict_do_nothing(index_elements=["device_id", "type", "timestamp"])
-        .returning(Reading.device_id, Reading.type, Reading.value, Reading.timestamp)
+        .returning(Reading.device_id, Reading.type, Reading.timestamp)
     )
-    found = await session.execute(statement, list(ordered))
-    return [(d, t, v, ts) for d, t, v, ts in found.all()]
+    found = await session.execute(statement, [row._asdict() for row in ordered])
+    new = {(d, t, ts) for d, t, ts in found.all()}
+    return [row for row in ordered if row.key in new]
 
 
-async def _copy_unless_stored(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> bool:
+def _KEY(row: Row) -> tuple[str, str, dt.datetime]:  # noqa: N802  (a sort key, used as one)
+    return row.device_id, row.type, row.timestamp
+
+
+async def _copy_unless_stored(session: AsyncSession, rows: Sequence[Row]) -> bool:
     """COPY the rows into `reading` inside the session's transaction; tell whether it worked.
 
     COPY is the fastest way in, but it has no ON CONFLICT: one reading stored before (a retry)
@@ -105,9 +118,7 @@ async def _copy_unless_stored(session: AsyncSession, rows: Sequence[dict[str, An
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     try:
-        await driver.copy_records_to_table(
-            "reading", records=[tuple(r[c] for c in _COLUMNS) for r in rows], columns=_COLUMNS
-        )
+        await driver.copy_records_to_table("reading", records=rows, columns=_COLUMNS)
     except asyncpg.UniqueViolationError:
         await session.execute(text("ROLLBACK TO SAVEPOINT reading_copy"))
         return False

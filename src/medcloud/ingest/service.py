@@ -17,6 +17,7 @@ from medcloud.config import Settings
 from medcloud.ingest import repository
 from medcloud.ingest.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
 from medcloud.ingest.decode import Problem, Undecodable, decode
+from medcloud.ingest.repository import Row
 from medcloud.ingest.schemas import (
     Bucket,
     BucketPage,
@@ -106,7 +107,7 @@ def to_rows(
     now: dt.datetime,
     settings: Settings,
     earlier_patients: Mapping[dt.datetime, str | None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Turn gated readings into rows in catalogue units, one per (type, timestamp).
 
     A row belongs to the device's current patient unless `earlier_patients` names the patient
@@ -117,7 +118,7 @@ def to_rows(
     organisation_id, device_id = device.organisation_id, device.device_id
     # This loop runs for every value a device sends: what does not change per value is looked
     # up once, per reading or per call.
-    unique: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
+    unique: dict[tuple[str, dt.datetime], Row] = {}
     for reading in readings:
         timestamp = reading.timestamp.astimezone(dt.UTC)
         patient_id = earlier.get(timestamp, device.patient_id) if earlier else device.patient_id
@@ -128,17 +129,17 @@ def to_rows(
                 assert value is not None  # noqa: S101  (the gate refused unknown units)
             else:
                 value = measured
-            unique[(code, timestamp)] = {
-                "organisation_id": organisation_id,
-                "device_id": device_id,
-                "patient_id": patient_id,
-                "type": code,
-                "value": float(value),
-                "unit": UNITS[code],
-                "timestamp": timestamp,
-                "received_at": now,
-                "clock_drift": drifted,
-            }
+            unique[(code, timestamp)] = Row(
+                organisation_id,
+                device_id,
+                patient_id,
+                code,
+                float(value),
+                UNITS[code],
+                timestamp,
+                now,
+                drifted,
+            )
     return list(unique.values())
 
 
@@ -216,7 +217,7 @@ async def ingest_readings(
         )
         stored = (await store(lambda: uow, [inline]))[0]
     metrics.readings_ingested.labels(transport).inc(len(stored))
-    drifted = sum(1 for row in rows if row["clock_drift"])
+    drifted = sum(1 for row in rows if row.clock_drift)
     if drifted:
         metrics.readings_clock_drift.labels(transport).inc(drifted)
     return IngestResult(
@@ -272,7 +273,7 @@ async def receive_readings(
             max_readings=settings.max_batch_readings,
         )
     except Undecodable as exc:
-        await _keep(uow, device, [exc.problem], transport="http", settings=settings)
+        await keep_refused(uow, device, [exc.problem], transport="http", settings=settings)
         metrics.readings_rejected.labels("http", exc.problem.reason).inc()
         raise exc.error from None
     if decoded.problems:
@@ -316,7 +317,7 @@ async def _refuse(
     total: int,
 ) -> None:
     """Keep the refused readings in quarantine, count them, and refuse the whole request."""
-    await _keep(uow, device, problems, transport=transport, settings=settings)
+    await keep_refused(uow, device, problems, transport=transport, settings=settings)
     for problem in problems:
         metrics.readings_rejected.labels(transport, problem.reason).inc()
     errors = [problem.error for problem in problems]
@@ -326,7 +327,7 @@ async def _refuse(
     )
 
 
-async def _keep(
+async def keep_refused(
     uow: UnitOfWork,
     device: DevicePrincipal,
     problems: Sequence[Problem],
@@ -334,6 +335,8 @@ async def _keep(
     transport: str,
     settings: Settings,
 ) -> None:
+    """Keep refused readings in quarantine with their reasons (never raises: a failure to keep
+    them is logged, and the refusal stands)."""
     limit = settings.ingest.quarantine_payload_bytes
     try:
         async with uow:

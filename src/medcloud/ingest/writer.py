@@ -15,13 +15,12 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from medcloud.ingest import repository
 from medcloud.ingest.events import ReadingsCollected, Sample
-from medcloud.ingest.repository import StoredRow
+from medcloud.ingest.repository import Row
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWorkFactory
 
@@ -39,28 +38,28 @@ class Job:
     organisation_id: str
     device_id: str
     received_at: dt.datetime
-    rows: list[dict[str, Any]]
-    future: asyncio.Future[list[StoredRow]] = field(repr=False)
+    rows: list[Row]
+    future: asyncio.Future[list[Row]] = field(repr=False)
 
 
-async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[list[StoredRow]]:
+async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[list[Row]]:
     """Insert the jobs' rows and publish their events in one transaction; return each job's new
     rows (a reading sent twice in the batch counts for the first job that sent it)."""
     async with uow_factory() as uow:
         rows = [row for job in jobs for row in job.rows]
-        stored = await repository.insert_new(uow.session, rows)
-        new = {(d, t, ts): (d, t, v, ts) for d, t, v, ts in stored}
-        per_job: list[list[StoredRow]] = []
+        new = {row.key for row in await repository.insert_new(uow.session, rows)}
+        per_job: list[list[Row]] = []
         for job in jobs:
-            mine: list[StoredRow] = []
+            mine: list[Row] = []
             # Late readings may belong to an earlier patient: one event per patient, so each
             # patient's alerts are raised on their own data.
-            by_patient: dict[str | None, list[StoredRow]] = {}
+            by_patient: dict[str | None, list[Row]] = {}
             for row in job.rows:
-                hit = new.pop((row["device_id"], row["type"], row["timestamp"]), None)
-                if hit is not None:
-                    mine.append(hit)
-                    by_patient.setdefault(row["patient_id"], []).append(hit)
+                key = row.key
+                if key in new:
+                    new.discard(key)
+                    mine.append(row)
+                    by_patient.setdefault(row.patient_id, []).append(row)
             for patient_id, stored_rows in by_patient.items():
                 uow.publish(collected(job, stored_rows, patient_id=patient_id))
             per_job.append(mine)
@@ -68,15 +67,15 @@ async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[lis
     return per_job
 
 
-def collected(
-    job: Job, stored: Sequence[StoredRow], *, patient_id: str | None
-) -> ReadingsCollected:
+def collected(job: Job, stored: Sequence[Row], *, patient_id: str | None) -> ReadingsCollected:
     """Describe newly stored readings of one job and patient as one event, newest sample as
     `data`."""
     by_time: dict[dt.datetime, dict[str, float]] = {}
-    for _device, code, value, timestamp in stored:
-        by_time.setdefault(timestamp.astimezone(dt.UTC), {})[code] = value
-    samples = tuple(Sample(timestamp=t, measurements=m) for t, m in sorted(by_time.items()))
+    for row in stored:
+        by_time.setdefault(row.timestamp, {})[row.type] = row.value
+    samples = tuple(
+        Sample.model_construct(timestamp=t, measurements=m) for t, m in sorted(by_time.items())
+    )
     return ReadingsCollected(
         organisation_id=job.organisation_id,
         device_id=job.device_id,
@@ -124,19 +123,19 @@ class ReadingWriter:
 
     async def submit(
         self,
-        rows: list[dict[str, Any]],
+        rows: list[Row],
         *,
         organisation_id: str,
         device_id: str,
         received_at: dt.datetime,
-    ) -> list[StoredRow]:
+    ) -> list[Row]:
         """Queue rows and wait until they are committed; return those that were new."""
         if not self._running:
             raise Backlogged("the writer is not running")
         # An empty writer takes any request, however large, so no batch is refused forever.
         if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
             raise Backlogged(f"{self._pending_rows} rows are waiting to be written")
-        future: asyncio.Future[list[StoredRow]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         job = Job(organisation_id, device_id, received_at, rows, future)
         self._queue.append(job)
         self._pending_rows += len(rows)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import uuid
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class Event(BaseModel):
@@ -34,6 +34,10 @@ class Envelope(BaseModel):
     organisation_id: str
     payload: dict[str, Any]
 
+    # Every consumer in a process opens the same envelope; the event is frozen, so it is
+    # validated once and shared.
+    _opened: dict[builtins.type[Event], Event] = PrivateAttr(default_factory=dict)
+
     @classmethod
     def wrap(cls, event: Event, *, occurred_at: dt.datetime) -> Envelope:
         """Put `event` in a new envelope."""
@@ -48,11 +52,28 @@ class Envelope(BaseModel):
 
     def open(self, event_type: builtins.type[E]) -> E:
         """Return the event inside, as `event_type`."""
-        return event_type.model_validate({**self.payload, "organisation_id": self.organisation_id})
+        found = self._opened.get(event_type)
+        if found is None:
+            found = event_type.model_validate(
+                {**self.payload, "organisation_id": self.organisation_id}
+            )
+            self._opened[event_type] = found
+        return cast(E, found)
 
     def to_bytes(self) -> bytes:
         """Serialise to JSON."""
-        return orjson.dumps(self.model_dump(mode="json"))
+        # The payload is JSON already (see `wrap`): orjson writes it without pydantic walking
+        # every sample of a large batch again.
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "version": self.version,
+                "occurred_at": self.occurred_at,
+                "organisation_id": self.organisation_id,
+                "payload": self.payload,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, body: bytes | str) -> Self:

@@ -80,8 +80,7 @@ def test_units_devices_differ_in_are_converted_and_unknown_ones_named() -> None:
     assert check_readings([reading], now=NOW, settings=SETTINGS, batch=False) == []
     device = DevicePrincipal("d", "o", None)
     values = {
-        r["type"]: round(r["value"], 2)
-        for r in to_rows([reading], device, now=NOW, settings=SETTINGS)
+        r.type: round(r.value, 2) for r in to_rows([reading], device, now=NOW, settings=SETTINGS)
     }
     assert values == {"temperature": 37.0, "glucose": 10.0, "mean_bp": 90.01}
     odd = ReadingIn(timestamp=NOW, measurements={"glucose": UnitValue(5, "g/L")})

@@ -11,26 +11,21 @@ from typing import Any
 import pytest
 
 from medcloud.ingest import writer as writer_module
-from medcloud.ingest.repository import StoredRow
+from medcloud.ingest.repository import Row
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter
 from medcloud.platform.metrics import Metrics
 
 T = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 
 
-def rows(device: str, n: int) -> list[dict[str, Any]]:
+def rows(device: str, n: int) -> list[Row]:
     return [
-        {
-            "device_id": device,
-            "type": "heart_rate",
-            "value": 70.0,
-            "timestamp": T + dt.timedelta(seconds=i),
-        }
+        Row("o", device, None, "heart_rate", 70.0, "/min", T + dt.timedelta(seconds=i), T, False)
         for i in range(n)
     ]
 
 
-async def submit(writer: ReadingWriter, device: str, n: int) -> list[StoredRow]:
+async def submit(writer: ReadingWriter, device: str, n: int) -> list[Row]:
     return await writer.submit(
         rows(device, n), organisation_id="o", device_id=device, received_at=T
     )
@@ -43,13 +38,10 @@ class FakeStore:
     batches: list[list[str]] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def __call__(self, _factory: object, jobs: Sequence[Job]) -> list[list[StoredRow]]:
+    async def __call__(self, _factory: object, jobs: Sequence[Job]) -> list[list[Row]]:
         await self.gate.wait()
         self.batches.append([job.device_id for job in jobs])
-        return [
-            [(r["device_id"], r["type"], r["value"], r["timestamp"]) for r in job.rows]
-            for job in jobs
-        ]
+        return [list(job.rows) for job in jobs]
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ async def test_concurrent_requests_are_committed_together_and_each_gets_its_rows
     await asyncio.sleep(0)
     results = await asyncio.gather(*(submit(writer, f"d{i}", 3) for i in range(5)))
     assert [len(r) for r in results] == [3] * 5
-    assert [r[0][0] for r in results] == [f"d{i}" for i in range(5)]
+    assert [r[0].device_id for r in results] == [f"d{i}" for i in range(5)]
     assert len(batches.batches) == 1 and sorted(batches.batches[0]) == [f"d{i}" for i in range(5)]
     stop.set()
     await task

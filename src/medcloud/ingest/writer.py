@@ -49,20 +49,22 @@ async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[lis
         rows = [row for job in jobs for row in job.rows]
         new = {row.key for row in await repository.insert_new(uow.session, rows)}
         per_job: list[list[Row]] = []
+        # One event per device and patient for the whole batch, however many requests or
+        # messages brought its rows: a monitor sending each second over MQTT would otherwise
+        # cost an event, and its consumers' work, per message. Late readings may belong to an
+        # earlier patient, whose alerts must be raised on their own data.
+        events: dict[tuple[str, str | None], tuple[Job, list[Row]]] = {}
         for job in jobs:
             mine: list[Row] = []
-            # Late readings may belong to an earlier patient: one event per patient, so each
-            # patient's alerts are raised on their own data.
-            by_patient: dict[str | None, list[Row]] = {}
             for row in job.rows:
                 key = row.key
                 if key in new:
                     new.discard(key)
                     mine.append(row)
-                    by_patient.setdefault(row.patient_id, []).append(row)
-            for patient_id, stored_rows in by_patient.items():
-                uow.publish(collected(job, stored_rows, patient_id=patient_id))
+                    events.setdefault((job.device_id, row.patient_id), (job, []))[1].append(row)
             per_job.append(mine)
+        for (_device, patient_id), (job, stored_rows) in events.items():
+            uow.publish(collected(job, stored_rows, patient_id=patient_id))
         await uow.commit()
     return per_job
 

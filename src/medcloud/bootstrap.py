@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import importlib
 from collections.abc import Coroutine, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -19,6 +20,12 @@ from medcloud.platform.context import Context, Hook
 from medcloud.platform.db import create_database, sessionmakers
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.migrate import migrate
+from medcloud.platform.objects import (
+    DirectoryObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    parse_s3_url,
+)
 from medcloud.platform.outbox import OutboxRelay
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.security import TokenKeys, TokenService, configure_password_hashing
@@ -44,6 +51,7 @@ def bootstrap(
     clock: Clock | None = None,
     bus: Bus | None = None,
     cache: Cache | None = None,
+    objects: ObjectStore | None = None,
 ) -> Runtime:
     """Build the runtime for `settings`; pass fakes to replace any external part."""
     # Imported here: contexts implement the published interfaces the platform hands out.
@@ -104,6 +112,7 @@ def bootstrap(
         devices=SqlDeviceDirectory(read_sessions, clock),
         patients=SqlPatientDirectory(read_sessions),
         care=SqlCareDirectory(read_sessions, clock),
+        objects=objects or create_object_store(settings),
     )
 
 
@@ -128,6 +137,27 @@ def create_bus(settings: Settings) -> Bus:
     raise ValueError(f"unsupported bus URL scheme: {settings.bus_url.split(':', 1)[0]}")
 
 
+def create_object_store(settings: Settings) -> ObjectStore:
+    """Build the object store adapter the settings name (no connection is made here)."""
+    url = settings.objects.url
+    if not url:
+        return DirectoryObjectStore(settings.devices.object_dir or settings.var_dir / "objects")
+    if url.startswith("file://"):
+        return DirectoryObjectStore(Path(url.removeprefix("file://")))
+    if url.startswith("s3://"):
+        bucket, prefix = parse_s3_url(url)
+        secret = settings.objects.secret_access_key
+        return S3ObjectStore(
+            bucket,
+            prefix=prefix,
+            endpoint_url=settings.objects.endpoint_url or None,
+            region=settings.objects.region or None,
+            access_key_id=settings.objects.access_key_id or None,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
+    raise ValueError(f"unsupported object store URL scheme: {url.split(':', 1)[0]}")
+
+
 class Lifecycle:
     """Start and stop what a server or worker process runs, in order."""
 
@@ -146,12 +176,13 @@ class Lifecycle:
         await runtime.bus.connect()
         if runtime.settings.jwt_jwks_url:
             await runtime.refresh_token_keys()
-        dependencies = runtime.dependencies() | {"stop": self._stop}
         for context in self.contexts:
             for hook in context.on_start:
-                await inject(hook, dependencies)()
+                await inject(hook, runtime.dependencies() | {"stop": self._stop})()
         if not workers:
             return
+        # Taken after the start hooks, so loops and handlers may ask for what they started.
+        dependencies = runtime.dependencies() | {"stop": self._stop}
         for context in self.contexts:
             for subscription in context.subscriptions:
                 await runtime.bus.consume(

@@ -94,6 +94,11 @@ class IngestSettings(BaseModel):
     """How often partitions are created ahead and expired ones dropped."""
     max_chart_points: int = 1000
     """Buckets per measurement type a downsampled range returns at most."""
+    upload_poll_seconds: float = 5.0
+    """How often the embedded watcher looks for files under `uploads/`; 0 turns it off (set 0
+    when S3 event notifications invoke the upload function instead)."""
+    upload_max_bytes: int = 16 * 1024 * 1024
+    """Largest uploaded readings file read (as stored, before gzip is inflated)."""
 
 
 class DevicesSettings(BaseModel):
@@ -108,7 +113,7 @@ class DevicesSettings(BaseModel):
     low_battery_percent: float = 20.0
     """A heartbeat at or below this battery level raises a technical alert."""
     object_dir: Path | None = None
-    """Directory of the object store for firmware images; empty means `var_dir/objects`."""
+    """Deprecated: directory of the object store, used when `objects.url` is empty."""
     firmware_max_bytes: int = 64 * 1024 * 1024
     """Largest firmware image accepted (the edge's `max_body_bytes` applies too)."""
     update_timeout_seconds: float = 3600.0
@@ -118,6 +123,60 @@ class DevicesSettings(BaseModel):
     )
     """Daily window (UTC, `HH:MM-HH:MM`, may span midnight) in which devices assigned to a
     patient may update, unless a campaign overrides it."""
+
+
+class ObjectStoreSettings(BaseModel):
+    """Where firmware images and uploaded readings files are kept."""
+
+    url: str = Field(default="", pattern=r"^(|file://.+|s3://[^/]+(/.*)?)$")
+    """`s3://bucket/prefix` for an S3-compatible service, `file:///path` for a directory; empty
+    means the directory `var_dir/objects`."""
+    endpoint_url: str = ""
+    """Endpoint of an S3-compatible service (MinIO, Ceph, …); empty means AWS S3."""
+    region: str = ""
+    """S3 region; empty means boto3's default (environment, config file)."""
+    access_key_id: str = ""
+    """S3 access key id; empty means boto3's default credentials (environment, IAM role)."""
+    secret_access_key: SecretStr | None = None
+    """S3 secret access key, with `access_key_id`."""
+
+
+class MqttSettings(BaseModel):
+    """The MQTT transport: the broker, the ingest subscriber's session, device credentials."""
+
+    url: str = Field(default="", pattern=r"^(|mqtts?://.+)$")
+    """`mqtt://user:password@host:1883` (`mqtts://` for TLS): the broker devices publish to, with
+    the ingest workers' own credentials; empty turns MQTT off."""
+    subscribe: bool = True
+    """Run the telemetry subscriber where background loops run (`worker`, `serve`); turn it off
+    in processes that should only provision device credentials."""
+    client_id: str = "medcloud-ingest"
+    """The subscriber's client id; keep it stable per worker, so a restarted worker resumes the
+    broker session that holds its unacknowledged messages."""
+    share_group: str = Field(default="medcloud", pattern=r"^[^/+#]+$")
+    """Shared-subscription group: the workers in it split the devices' telemetry."""
+    session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    """How long the broker keeps a worker's session, and queues its messages, while it is away."""
+    receive_maximum: int = Field(default=2000, ge=1, le=65535)
+    """Messages the broker may hand a worker before it acknowledges any (MQTT v5 Receive
+    Maximum): how many the worker handles at once, and what it holds in memory at most."""
+    keepalive_seconds: int = Field(default=30, ge=5)
+    """MQTT keepalive of the subscriber's connection."""
+    reconnect_max_seconds: float = 30.0
+    """Longest wait between two attempts to reach the broker (the wait doubles from 0.5 s)."""
+    retry_seconds: float = 0.2
+    """Wait (jittered) before handling again a message the backlogged writer refused; after other
+    faults (database down) it doubles up to 5 s. The message stays unacknowledged meanwhile."""
+    device_cache_seconds: float = 10.0
+    """How long the subscriber remembers a device found by its topic; a reassignment to another
+    patient applies to MQTT readings after at most this."""
+    admin_username: str = ""
+    """Dynamic-security admin client of the same broker; set it to give every registered device
+    MQTT credentials (and the workers theirs). Empty: the platform provisions nothing."""
+    admin_password: SecretStr | None = None
+    """Password of that admin client."""
+    admin_timeout_seconds: float = 5.0
+    """How long a credential change waits for the broker before the request answers 503."""
 
 
 class AuditSettings(BaseModel):
@@ -199,6 +258,10 @@ class Settings(BaseSettings):
     """Sign-in, sessions and emergency access."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
     """Audit log signing and checkpoints."""
+    objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    """Object storage: a local directory or an S3-compatible bucket."""
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    """The MQTT transport and device credentials on the broker."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from medcloud.analytics import service
 from medcloud.analytics.rules import threshold_rules
 from medcloud.config import Settings
+from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
 from medcloud.ingest.events import ReadingsCollected
 from medcloud.platform.bus import Subscription
 from medcloud.platform.metrics import Metrics
@@ -19,4 +20,18 @@ async def evaluate_readings(
     await service.raise_alerts(uow=uow, rules=rules, readings=event, metrics=metrics)
 
 
-SUBSCRIPTIONS = (Subscription(ReadingsCollected, evaluate_readings),)
+async def record_technical_alert(event: DeviceAlertRaised, *, uow: UnitOfWork) -> None:
+    """Show a device's technical alert to the clinicians of its patient."""
+    await service.record_technical_alert(uow=uow, alert=event)
+
+
+async def resolve_technical_alert(event: DeviceAlertResolved, *, uow: UnitOfWork) -> None:
+    """Mark a technical alert resolved once the device's condition is over."""
+    await service.resolve_technical_alert(uow=uow, resolution=event)
+
+
+SUBSCRIPTIONS = (
+    Subscription(ReadingsCollected, evaluate_readings),
+    Subscription(DeviceAlertRaised, record_technical_alert),
+    Subscription(DeviceAlertResolved, resolve_technical_alert),
+)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from medcloud.devices import rollouts, service
+from medcloud.devices.mqtt import BrokerAccess, broker_access
 from medcloud.devices.repository import DeviceFilter
 from medcloud.devices.schemas import (
     AssignmentList,
@@ -36,8 +37,8 @@ from medcloud.devices.schemas import (
     ProgressReport,
     UpdateOffer,
 )
-from medcloud.devices.storage import DirectoryObjectStore, ObjectStore
 from medcloud.platform.http import Authorize, CurrentPrincipal, QueryDep, RuntimeDep, UowDep
+from medcloud.platform.objects import ObjectStore
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
@@ -56,11 +57,18 @@ Reader = Annotated[UserPrincipal, Authorize(Action.DEVICE_READ)]
 
 def get_object_store(runtime: RuntimeDep) -> ObjectStore:
     """Return the object store firmware images are kept in."""
-    settings = runtime.settings
-    return DirectoryObjectStore(settings.devices.object_dir or settings.var_dir / "objects")
+    return runtime.objects
 
 
 StoreDep = Annotated[ObjectStore, Depends(get_object_store)]
+
+
+def get_broker_access(runtime: RuntimeDep) -> BrokerAccess:
+    """Return what keeps device credentials on the MQTT broker (nothing without MQTT)."""
+    return broker_access(runtime.settings)
+
+
+BrokerDep = Annotated[BrokerAccess, Depends(get_broker_access)]
 
 
 @devices.post("", response_model=DeviceRegistered, status_code=status.HTTP_201_CREATED)
@@ -68,11 +76,12 @@ async def register_device(
     cmd: DeviceCreate,
     uow: UowDep,
     runtime: RuntimeDep,
+    broker: BrokerDep,
     principal: Annotated[UserPrincipal, Authorize(Action.DEVICE_REGISTER)],
 ) -> DeviceRegistered:
     """Register a device; the response holds its token, shown only this once."""
     return await service.register_device(
-        uow=uow, patients=runtime.patients, principal=principal, cmd=cmd
+        uow=uow, patients=runtime.patients, principal=principal, cmd=cmd, broker=broker
     )
 
 
@@ -126,11 +135,21 @@ async def read_device(
 
 @devices.patch("/{device_id}", response_model=DeviceRead)
 async def update_device(
-    device_id: str, cmd: DeviceUpdate, uow: UowDep, runtime: RuntimeDep, principal: Manager
+    device_id: str,
+    cmd: DeviceUpdate,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    broker: BrokerDep,
+    principal: Manager,
 ) -> DeviceRead:
     """Change a device's details, or decommission it with `{"decommissioned": true}`."""
     return await service.update_device(
-        uow=uow, cache=runtime.cache, principal=principal, device_id=device_id, cmd=cmd
+        uow=uow,
+        cache=runtime.cache,
+        principal=principal,
+        device_id=device_id,
+        cmd=cmd,
+        broker=broker,
     )
 
 
@@ -176,26 +195,33 @@ async def rotate_credentials(
     device_id: str,
     uow: UowDep,
     runtime: RuntimeDep,
+    broker: BrokerDep,
     principal: CredentialManager,
     cmd: CredentialRotate | None = None,
 ) -> CredentialIssued:
-    """Issue a new token, shown only this once; the previous ones work for `grace_seconds`."""
+    """Issue a new token, shown only this once; the previous ones work for `grace_seconds`
+    over HTTP (over MQTT the new one replaces them at once)."""
     return await service.rotate_credentials(
         uow=uow,
         cache=runtime.cache,
         principal=principal,
         device_id=device_id,
         cmd=cmd or CredentialRotate(),
+        broker=broker,
     )
 
 
 @devices.post("/{device_id}/credentials/revoke", response_model=CredentialList)
 async def revoke_credentials(
-    device_id: str, uow: UowDep, runtime: RuntimeDep, principal: CredentialManager
+    device_id: str,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    broker: BrokerDep,
+    principal: CredentialManager,
 ) -> CredentialList:
     """Stop every token of the device at once."""
     return await service.revoke_credentials(
-        uow=uow, cache=runtime.cache, principal=principal, device_id=device_id
+        uow=uow, cache=runtime.cache, principal=principal, device_id=device_id, broker=broker
     )
 
 

@@ -66,6 +66,13 @@ class DeviceAlertResolved(Event):
     device_id: str
     kind: str
     resolved_at: dt.datetime
+    # What the raise said, repeated so that a consumer given the resolution first (separate
+    # queues keep no order between the two) can still record the whole alert. Optional: events
+    # published before these fields existed carry only the four above.
+    patient_id: str | None = None
+    severity: str | None = None
+    message: str | None = None
+    raised_at: dt.datetime | None = None
 
 
 class FirmwareUpdateReported(Event):

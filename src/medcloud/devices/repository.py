@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -426,6 +426,19 @@ async def candidate_devices(
 
 
 UNFINISHED = (TargetStatus.PENDING, *IN_FLIGHT)
+
+
+async def device_campaign_ids(
+    session: AsyncSession, device_id: str, statuses: Collection[str]
+) -> list[str]:
+    """Return, in id order, the campaigns in which the device has an update in `statuses`."""
+    query = (
+        select(RolloutTarget.campaign_id)
+        .where(RolloutTarget.device_id == device_id, RolloutTarget.status.in_(tuple(statuses)))
+        .distinct()
+        .order_by(RolloutTarget.campaign_id)
+    )
+    return list((await session.scalars(query)).all())
 
 
 async def devices_in_active_campaigns(session: AsyncSession, organisation_id: str) -> set[str]:

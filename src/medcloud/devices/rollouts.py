@@ -2,13 +2,20 @@
 
 Kept apart from `service.py` (the registry and liveness) because the two change for different
 reasons; both are the devices context's use cases and follow the same rules.
+
+Lock order (PostgreSQL row locks; SQLite's writers take turns anyway): the device, then the
+campaigns involved in ascending id, then their updates (`rollout_target` rows). A cancel holds
+its campaign while it withdraws the pending updates, so a device path that held an update and
+then asked for its campaign (to move the campaign on) could deadlock against it. Device paths
+therefore lock the campaigns of the device's updates before the updates (`lock_campaigns_of`),
+and the timeout sweep, which holds no device, locks campaigns before the stalled updates.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass
 
 import orjson
@@ -44,9 +51,9 @@ from medcloud.devices.schemas import (
     ProgressReport,
     UpdateOffer,
 )
-from medcloud.devices.storage import ObjectStore, ObjectTooLarge
 from medcloud.platform.audit import audit_record
 from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound, TooLarge
+from medcloud.platform.objects import ObjectStore, ObjectTooLarge
 from medcloud.platform.policy import authorize_device_write
 from medcloud.platform.security import Principal, UserPrincipal
 from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
@@ -159,7 +166,9 @@ async def upload_image(
         image_id = image.id
         key, manifest, signature = profile.signing_public_key, image.manifest, image.signature
     try:
-        stored = await store.put(chunks, max_bytes=settings.devices.firmware_max_bytes)
+        stored = await store.put(
+            f"firmware/{uuid.uuid4().hex}", chunks, max_bytes=settings.devices.firmware_max_bytes
+        )
     except ObjectTooLarge as exc:
         raise TooLarge(
             f"firmware images are limited to {settings.devices.firmware_max_bytes} bytes",
@@ -570,6 +579,7 @@ async def offer_update(
         )
         now = uow.clock.now()
         offer = None
+        await lock_campaigns_of(uow, device, repository.UNFINISHED)
         for target, campaign in await repository.device_targets(
             uow.session, device.id, repository.UNFINISHED
         ):
@@ -636,6 +646,7 @@ async def report_progress(
             uow.session, principal.organisation_id, device_id
         )
         now = uow.clock.now()
+        await lock_campaigns_of(uow, device, IN_FLIGHT)
         under_way = [
             (target, campaign)
             for target, campaign in await repository.device_targets(
@@ -678,6 +689,7 @@ async def reconcile_version(
     """Judge updates by the version a device reports: the new one succeeded, the old one rolled
     back (a device that restarts on its previous firmware has undone the update)."""
     watched = (*IN_FLIGHT, TargetStatus.SUCCEEDED)
+    await lock_campaigns_of(uow, device, watched)
     for target, campaign in await repository.device_targets(uow.session, device.id, watched):
         image = await uow.session.get(FirmwareImage, campaign.image_id)
         if image is None:
@@ -701,19 +713,47 @@ async def time_out_updates(*, uow: UnitOfWork, settings: Settings) -> int:
     timeout = settings.devices.update_timeout_seconds
     async with uow:
         now = uow.clock.now()
-        stalled = await repository.stalled_targets(uow.session, now - dt.timedelta(seconds=timeout))
-        campaigns: dict[str, str] = {}
-        for target, campaign in stalled:
+        silent_since = now - dt.timedelta(seconds=timeout)
+        stalled = await repository.stalled_targets(uow.session, silent_since)
+        organisations = {campaign.id: campaign.organisation_id for _, campaign in stalled}
+        # Campaigns before updates (see the module's lock order). The updates were read unlocked,
+        # so each is read again under its lock: its device may have reported meanwhile, and
+        # overwriting that report would fail an update the device was told had succeeded.
+        for campaign_id in sorted(organisations):
+            await repository.get_campaign(
+                uow.session, organisations[campaign_id], campaign_id, for_update=True
+            )
+        timed_out = 0
+        moved: set[str] = set()
+        for target, campaign in sorted(stalled, key=lambda pair: pair[0].id):
+            await uow.session.refresh(target, with_for_update=True)
+            if target.status not in IN_FLIGHT or target.updated_at >= silent_since:
+                continue
             image = await uow.session.get(FirmwareImage, campaign.image_id)
             if image is None:
                 continue
             reason = f"no report for {timeout:g} s while {target.status}"
             _move(uow, target, campaign, image, TargetStatus.TIMED_OUT, now, reason)
-            campaigns[campaign.id] = campaign.organisation_id
-        for campaign_id, organisation_id in campaigns.items():
-            await _evaluate_by_id(uow, organisation_id, campaign_id)
+            timed_out += 1
+            moved.add(campaign.id)
+        for campaign_id in sorted(moved):
+            await _evaluate_by_id(uow, organisations[campaign_id], campaign_id)
         await uow.commit()
-    return len(stalled)
+    return timed_out
+
+
+async def lock_campaigns_of(uow: UnitOfWork, device: Device, statuses: Collection[str]) -> None:
+    """Lock the campaigns of the device's updates in `statuses`, in id order, before the updates.
+
+    Call with the device locked: then no update of it can appear (inserting one takes a key-share
+    lock on the device row) or move into these statuses (only paths holding the device do that),
+    so the updates locked next all belong to campaigns locked here.
+    """
+    campaign_ids = await repository.device_campaign_ids(uow.session, device.id, statuses)
+    for campaign_id in campaign_ids:
+        await repository.get_campaign(
+            uow.session, device.organisation_id, campaign_id, for_update=True
+        )
 
 
 def _move(

@@ -27,6 +27,7 @@ from medcloud.devices.models import (
     DeviceCredential,
     DeviceModel,
 )
+from medcloud.devices.mqtt import NO_BROKER, BrokerAccess, BrokerUnavailable
 from medcloud.devices.schemas import (
     AssignmentList,
     AssignmentRead,
@@ -68,12 +69,37 @@ from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
 
 
 async def register_device(
-    *, uow: UnitOfWork, patients: PatientDirectory, principal: UserPrincipal, cmd: DeviceCreate
+    *,
+    uow: UnitOfWork,
+    patients: PatientDirectory,
+    principal: UserPrincipal,
+    cmd: DeviceCreate,
+    broker: BrokerAccess = NO_BROKER,
 ) -> DeviceRegistered:
-    """Register a device in the principal's organisation and issue its first token."""
+    """Register a device in the principal's organisation and issue its first token.
+
+    With MQTT configured its broker credentials are created first, outside the transaction (no
+    lock is held while the broker answers): a registered device always has working MQTT
+    credentials, and if the broker does not confirm them nothing is registered (503). A broker
+    client left by a registration that fails afterwards is removed, or harmless if that fails
+    too: its password is a token nobody was given.
+    """
     token = new_device_token()
     if cmd.patient_id is not None:
         await _check_patient(patients, principal, cmd.patient_id)
+    device_id = str(uuid.uuid4())
+    await broker.grant(device_id, token)
+    try:
+        return await _register(uow, principal, cmd, device_id, token)
+    except Exception:
+        with contextlib.suppress(BrokerUnavailable):
+            await broker.remove(device_id)
+        raise
+
+
+async def _register(
+    uow: UnitOfWork, principal: UserPrincipal, cmd: DeviceCreate, device_id: str, token: str
+) -> DeviceRegistered:
     async with uow:
         if await repository.serial_taken(uow.session, principal.organisation_id, cmd.serial_number):
             raise Conflict(
@@ -90,7 +116,7 @@ async def register_device(
             )
         now = uow.clock.now()
         device = Device(
-            id=str(uuid.uuid4()),
+            id=device_id,
             organisation_id=principal.organisation_id,
             serial_number=cmd.serial_number,
             model=profile.model if profile else cmd.model,
@@ -137,9 +163,15 @@ async def register_device(
 
 
 async def update_device(
-    *, uow: UnitOfWork, cache: Cache, principal: UserPrincipal, device_id: str, cmd: DeviceUpdate
+    *,
+    uow: UnitOfWork,
+    cache: Cache,
+    principal: UserPrincipal,
+    device_id: str,
+    cmd: DeviceUpdate,
+    broker: BrokerAccess = NO_BROKER,
 ) -> DeviceRead:
-    """Change a device's details, or decommission it (its history stays)."""
+    """Change a device's details, or decommission it (its history stays, its MQTT client goes)."""
     changes = cmd.model_dump(exclude_unset=True)
     revoked: list[DeviceCredential] = []
     async with uow:
@@ -159,6 +191,8 @@ async def update_device(
         if changes.get("decommissioned"):
             action = "device.decommission"
             revoked = await _decommission(uow, device, now)
+            # Before the commit: a broker that does not confirm leaves the device as it was.
+            await broker.remove(device.id)
         uow.publish(
             audit_record(
                 principal,
@@ -184,6 +218,8 @@ async def _decommission(
     revoked = [credential for credential in held if credential.revoke(now)]
     for kind in (OFFLINE, LOW_BATTERY):
         await _resolve_alert(uow, device, kind, now)
+    # Campaigns before their updates: the one lock order every rollout path keeps.
+    await rollouts.lock_campaigns_of(uow, device, repository.UNFINISHED)
     for target, _campaign in await repository.device_targets(
         uow.session, device.id, repository.UNFINISHED
     ):
@@ -307,8 +343,13 @@ async def rotate_credentials(
     principal: UserPrincipal,
     device_id: str,
     cmd: CredentialRotate,
+    broker: BrokerAccess = NO_BROKER,
 ) -> CredentialIssued:
-    """Issue a new token; the device's previous tokens keep working for the grace period."""
+    """Issue a new token; the device's previous tokens keep working for the grace period.
+
+    Over MQTT there is no grace period: the broker holds one password per client, so the new
+    token replaces the old one there at once (a device that had none yet is given one).
+    """
     token = new_device_token()
     async with uow:
         device = await repository.lock_in_organisation(
@@ -320,6 +361,8 @@ async def rotate_credentials(
         shortened = [old for old in held if old.expire_by(valid_until)]
         credential = _credential(device.id, token, now)
         uow.session.add(credential)
+        # Before the commit, so a broker that does not confirm leaves the old token in force.
+        await broker.change_password(device.id, token)
         uow.publish(
             audit_record(
                 principal,
@@ -340,9 +383,14 @@ async def rotate_credentials(
 
 
 async def revoke_credentials(
-    *, uow: UnitOfWork, cache: Cache, principal: UserPrincipal, device_id: str
+    *,
+    uow: UnitOfWork,
+    cache: Cache,
+    principal: UserPrincipal,
+    device_id: str,
+    broker: BrokerAccess = NO_BROKER,
 ) -> CredentialList:
-    """Stop every token of the device at once."""
+    """Stop every token of the device at once (over MQTT too: its broker client is disabled)."""
     async with uow:
         device = await repository.lock_in_organisation(
             uow.session, principal.organisation_id, device_id
@@ -350,6 +398,8 @@ async def revoke_credentials(
         now = uow.clock.now()
         held = await repository.credentials(uow.session, principal.organisation_id, device_id)
         revoked = [credential for credential in held if credential.revoke(now)]
+        # Before the commit: revoked only once the broker has cut the device off too.
+        await broker.suspend(device.id)
         uow.publish(
             audit_record(
                 principal,
@@ -625,6 +675,11 @@ async def _resolve_alert(uow: UnitOfWork, device: Device, kind: str, now: dt.dat
             device_id=device.id,
             kind=kind,
             resolved_at=now,
+            # Whole, so a consumer that sees the resolution before the raise can record both.
+            patient_id=alert.patient_id,
+            severity=alert.severity,
+            message=alert.message,
+            raised_at=alert.raised_at,
         )
     )
 

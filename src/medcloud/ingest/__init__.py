@@ -7,6 +7,8 @@ from pathlib import Path
 from medcloud.ingest.api import router
 from medcloud.ingest.handlers import SUBSCRIPTIONS
 from medcloud.ingest.hooks import maintain_partitions, start_writer
+from medcloud.ingest.mqtt import consume_mqtt
+from medcloud.ingest.uploads import watch_uploads
 from medcloud.platform.context import Context
 
 CONTEXT = Context(
@@ -15,5 +17,5 @@ CONTEXT = Context(
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
     on_start=(start_writer,),
-    background=(maintain_partitions,),
+    background=(maintain_partitions, watch_uploads, consume_mqtt),
 )

@@ -16,7 +16,7 @@ from medcloud.ingest.schemas import (
     ReadingPage,
     ReadingsIn,
 )
-from medcloud.ingest.writer import writer_for
+from medcloud.ingest.writer import running_writer
 from medcloud.platform.http import (
     Authorize,
     CurrentPrincipal,
@@ -69,7 +69,7 @@ async def ingest_readings(
         metrics=runtime.metrics,
         cache=runtime.cache,
         devices=runtime.devices,
-        writer=writer_for(runtime.settings),
+        writer=running_writer(runtime.services),
     )
 
 

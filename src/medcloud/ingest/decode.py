@@ -197,3 +197,35 @@ def _fragment(document: Any, location: tuple[str | int, ...], prefix: tuple[str 
 
 def _snippet(raw: bytes) -> str:
     return raw[:4096].decode("utf-8", errors="replace")
+
+
+def decode_or_explain(
+    body: bytes,
+    *,
+    content_type: str | None,
+    content_encoding: str | None,
+    max_inflated_bytes: int,
+    max_readings: int,
+    field: str,
+    fragment: str,
+) -> Decoded:
+    """Decode like `decode`, but answer a body that cannot be read at all with its problem
+    instead of raising: what the MQTT and file transports need, which refuse in their own way.
+
+    `field` names the input in an error without a field of its own (`payload`, `file`), and
+    `fragment` is what to keep in quarantine for it.
+    """
+    try:
+        return decode(
+            body,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            max_inflated_bytes=max_inflated_bytes,
+            max_readings=max_readings,
+        )
+    except Undecodable as exc:
+        return Decoded([], False, [exc.problem])
+    except DomainError as exc:  # an unsupported type or encoding, a bad, truncated or huge gzip
+        error = exc.errors[0] if exc.errors else FieldError(field, exc.detail)
+        reason = {413: "too_large", 415: "unsupported"}.get(exc.status, "malformed")
+        return Decoded([], False, [Problem(error, fragment, reason)])

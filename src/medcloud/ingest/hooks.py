@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
 from medcloud.config import Settings
 from medcloud.ingest import partitions
-from medcloud.ingest.writer import ReadingWriter, register, unregister
+from medcloud.ingest.writer import SERVICE, ReadingWriter
 from medcloud.platform.clock import Clock
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWorkFactory
@@ -24,6 +25,7 @@ async def start_writer(
     settings: Settings,
     uow_factory: UnitOfWorkFactory,
     metrics: Metrics,
+    services: dict[str, Any],
     stop: asyncio.Event,
 ) -> None:
     """Start this process's micro-batch writer; it drains and stops with the process.
@@ -46,9 +48,10 @@ async def start_writer(
         try:
             await writer.run(stop)
         finally:
-            unregister(settings, writer)
+            if services.get(SERVICE) is writer:
+                del services[SERVICE]
 
-    register(settings, writer)
+    services[SERVICE] = writer
     task = asyncio.create_task(run(), name="ingest-writer")
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)

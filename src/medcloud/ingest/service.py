@@ -34,7 +34,12 @@ from medcloud.ingest.schemas import (
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
 from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
-from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
+from medcloud.platform.directory import (
+    CareDirectory,
+    DeviceDirectory,
+    DeviceRef,
+    PatientDirectory,
+)
 from medcloud.platform.errors import FieldError, Invalid, NotFound, Unavailable
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.paging import decode_cursor, encode_cursor
@@ -180,7 +185,7 @@ async def ingest_readings(
     now = uow.clock.now()
     problems = gate(readings, now=now, settings=settings, batch=batch)
     if problems:
-        await _refuse(
+        await refuse(
             uow,
             device,
             problems,
@@ -277,7 +282,7 @@ async def receive_readings(
         metrics.readings_rejected.labels("http", exc.problem.reason).inc()
         raise exc.error from None
     if decoded.problems:
-        await _refuse(
+        await refuse(
             uow,
             device,
             decoded.problems,
@@ -306,7 +311,18 @@ async def receive_readings(
     return result
 
 
-async def _refuse(
+def device_principal(device: DeviceRef) -> DevicePrincipal:
+    """Act as a device found in the directory rather than by its token (MQTT, file uploads,
+    where the broker or the object store has already authenticated it)."""
+    return DevicePrincipal(
+        device_id=device.id,
+        organisation_id=device.organisation_id,
+        patient_id=device.patient_id,
+        patient_since=device.patient_since,
+    )
+
+
+async def refuse(
     uow: UnitOfWork,
     device: DevicePrincipal,
     problems: Sequence[Problem],

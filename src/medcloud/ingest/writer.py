@@ -13,8 +13,9 @@ import asyncio
 import datetime as dt
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -211,23 +212,11 @@ class ReadingWriter:
                     job.future.set_exception(error)
 
 
-# One writer per running ingest context, found by the settings object the process runs with:
-# hooks and routes both reach that same object, and the runtime has no slot of its own for it.
-_WRITERS: dict[int, ReadingWriter] = {}
+SERVICE = "reading_writer"
+"""The name the running writer goes by in `Runtime.services`."""
 
 
-def writer_for(settings: object) -> ReadingWriter | None:
-    """Return the running writer of the process whose settings these are, if any."""
-    writer = _WRITERS.get(id(settings))
-    return writer if writer is not None and writer.running else None
-
-
-def register(settings: object, writer: ReadingWriter) -> None:
-    """Make `writer` the one `writer_for(settings)` finds."""
-    _WRITERS[id(settings)] = writer
-
-
-def unregister(settings: object, writer: ReadingWriter) -> None:
-    """Forget `writer` (if it is still the registered one)."""
-    if _WRITERS.get(id(settings)) is writer:
-        del _WRITERS[id(settings)]
+def running_writer(services: Mapping[str, Any]) -> ReadingWriter | None:
+    """Return this process's writer while it accepts work, else None."""
+    writer = services.get(SERVICE)
+    return writer if isinstance(writer, ReadingWriter) and writer.running else None

@@ -55,6 +55,12 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        self.ingest_uploads = Counter(
+            "ingest_uploads_total",
+            "Uploaded readings files processed, by outcome (stored, quarantined, rejected, …).",
+            ["outcome"],
+            registry=r,
+        )
         self.ingest_writer_pending = Gauge(
             "ingest_writer_pending_rows",
             "Readings waiting for the micro-batch writer to commit them.",
@@ -64,6 +70,23 @@ class Metrics:
             "ingest_flush_duration_seconds",
             "Time to commit one micro-batch of readings.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.mqtt_messages = Counter(
+            "mqtt_messages_total",
+            "Telemetry messages the MQTT subscriber took, by outcome (stored, refused, "
+            "unknown_device, retried, abandoned).",
+            ["outcome"],
+            registry=r,
+        )
+        self.mqtt_in_flight = Gauge(
+            "mqtt_messages_in_flight",
+            "Telemetry messages received from the broker and not yet acknowledged to it.",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "mqtt_subscriber_connected",
+            "1 while the MQTT subscriber is connected to the broker and subscribed.",
             registry=r,
         )
         self.alerts_raised = Counter(

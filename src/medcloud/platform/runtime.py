@@ -15,6 +15,7 @@ from medcloud.platform.clock import Clock
 from medcloud.platform.db import Database
 from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
 from medcloud.platform.metrics import Metrics
+from medcloud.platform.objects import ObjectStore
 from medcloud.platform.outbox import OutboxRelay
 from medcloud.platform.security import TokenService, fetch_jwks
 from medcloud.platform.uow import UnitOfWork
@@ -37,6 +38,10 @@ class Runtime:
     devices: DeviceDirectory
     patients: PatientDirectory
     care: CareDirectory
+    objects: ObjectStore
+    services: dict[str, Any] = field(default_factory=dict)
+    """Services a context starts and owns (the ingest writer), by name. Start hooks put them
+    here; handlers and loops may then ask for them by that name, routes read them here."""
 
     _keys_fetched_at: float = field(default=0.0, repr=False)
 
@@ -68,4 +73,6 @@ class Runtime:
             "patients": self.patients,
             "care": self.care,
             "tokens": self.tokens,
-        }
+            "objects": self.objects,
+            "services": self.services,
+        } | self.services

@@ -1,0 +1,98 @@
+"""The MQTT wire contract the contexts share: where the broker is, and the topic layout.
+
+Devices publish readings on `devices/{device_id}/telemetry` and receive the platform's
+acknowledgements on `devices/{device_id}/ack`; the ingest workers take telemetry through a
+shared subscription. The ingest subscriber and the devices context's credential provisioning
+both need this, so it lives in the kernel. Building a client does no I/O.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    import aiomqtt
+    from paho.mqtt.properties import Properties
+
+TELEMETRY_FILTER = "devices/+/telemetry"
+"""Every device's telemetry topic."""
+ACK_FILTER = "devices/+/ack"
+"""Every device's acknowledgement topic."""
+
+
+def telemetry_topic(device_id: str) -> str:
+    """Return the topic a device publishes its readings on."""
+    return f"devices/{device_id}/telemetry"
+
+
+def ack_topic(device_id: str) -> str:
+    """Return the topic a device hears whether its readings were stored."""
+    return f"devices/{device_id}/ack"
+
+
+def shared_telemetry(group: str) -> str:
+    """Return the shared subscription through which the workers of `group` split telemetry."""
+    return f"$share/{group}/{TELEMETRY_FILTER}"
+
+
+def device_of(topic: str) -> str | None:
+    """Return the device id a telemetry topic names, or None if it is not one."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "devices" and parts[2] == "telemetry" and parts[1]:
+        return parts[1]
+    return None
+
+
+def properties(packet: str) -> Properties:
+    """Return empty MQTT v5 properties for a packet type (`CONNECT`, `PUBLISH`, …)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    return Properties(getattr(PacketTypes, packet))  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A broker and the credentials to present to it."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        """Read `mqtt://user:password@host:port` (or `mqtts://…`, TLS with system CAs)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("an MQTT URL looks like mqtt://user:password@host:1883")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def as_user(self, username: str, password: str | None) -> BrokerAddress:
+        """Return the same broker with other credentials."""
+        return replace(self, username=username, password=password)
+
+    def client(self, **options: Any) -> aiomqtt.Client:
+        """Build, without connecting, an MQTT v5 client of this broker (`options`: aiomqtt's)."""
+        import aiomqtt  # only processes that speak MQTT pay for importing it
+
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=ssl.create_default_context() if self.tls else None,
+            **options,
+        )

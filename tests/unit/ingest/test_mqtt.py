@@ -1,0 +1,156 @@
+"""The MQTT subscriber without a broker: message ids, answers, the device cache, unknown devices."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import aiomqtt
+import orjson
+
+from medcloud.config import MqttSettings, Settings
+from medcloud.ingest.mqtt import (
+    DeviceCache,
+    Subscriber,
+    _Link,
+    ack_body,
+    split_msg_id,
+    worker_acls,
+)
+from medcloud.ingest.schemas import IngestResult
+from medcloud.platform.directory import DeviceRef
+from medcloud.platform.errors import FieldError, Invalid
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.uow import UnitOfWork
+
+
+def test_a_msg_id_in_the_payload_is_taken_out_before_decoding() -> None:
+    payload = orjson.dumps({"msg_id": 42, "timestamp": "2026-11-30T12:00:00Z", "measurements": {}})
+    rest, msg_id = split_msg_id(payload)
+    assert msg_id == "42"
+    assert orjson.loads(rest) == {"timestamp": "2026-11-30T12:00:00Z", "measurements": {}}
+
+
+def test_a_payload_without_msg_id_or_not_json_is_left_as_it_is() -> None:
+    plain = b'{"timestamp": "2026-11-30T12:00:00Z", "measurements": {"spo2": 97}}'
+    assert split_msg_id(plain) == (plain, None)
+    garbled = b'{"msg_id": 1, oops'
+    assert split_msg_id(garbled) == (garbled, None)
+    listed = b'[{"msg_id": 1}]'
+    assert split_msg_id(listed) == (listed, None)
+
+
+def test_the_answer_names_what_was_stored_or_why_it_was_refused() -> None:
+    stored = IngestResult(device_id="d", accepted=3, stored=2, duplicates=1)
+    assert ack_body("m-1", stored, None) == {
+        "msg_id": "m-1",
+        "status": "stored",
+        "accepted": 3,
+        "stored": 2,
+        "duplicates": 1,
+    }
+    refusal = Invalid("1 problem", errors=[FieldError("measurements.spo2", "outside the range")])
+    assert ack_body(None, None, refusal) == {
+        "msg_id": None,
+        "status": "refused",
+        "detail": "1 problem",
+        "errors": [{"field": "measurements.spo2", "message": "outside the range"}],
+    }
+
+
+def test_workers_may_take_the_groups_telemetry_and_answer_devices_only() -> None:
+    acls = {(a["acltype"], a["topic"]) for a in worker_acls("medcloud")}
+    assert acls == {
+        ("subscribePattern", "$share/medcloud/devices/+/telemetry"),
+        ("publishClientReceive", "devices/+/telemetry"),
+        ("publishClientSend", "devices/+/ack"),
+    }
+
+
+class CountingDirectory:
+    def __init__(self, known: dict[str, DeviceRef]) -> None:
+        self.known = known
+        self.lookups = 0
+
+    async def get(self, device_id: str) -> DeviceRef | None:
+        self.lookups += 1
+        return self.known.get(device_id)
+
+    async def by_token_hash(self, token_hash: str) -> DeviceRef | None:  # noqa: ARG002
+        return None
+
+    async def patients_at(
+        self,
+        device_id: str,  # noqa: ARG002
+        times: Sequence[dt.datetime],
+    ) -> list[str | None]:
+        return [None for _ in times]
+
+
+async def test_the_device_cache_remembers_known_and_unknown_devices_for_its_ttl() -> None:
+    directory = CountingDirectory({"d1": DeviceRef("d1", "org", None)})
+    cache = DeviceCache(directory, ttl_seconds=60)
+    assert (await cache.get("d1"))[0] == DeviceRef("d1", "org", None)
+    assert await cache.get("d1") == (DeviceRef("d1", "org", None), False)
+    assert await cache.get("ghost") == (None, True)
+    assert await cache.get("ghost") == (None, False)
+    assert directory.lookups == 2
+
+    expired = DeviceCache(directory, ttl_seconds=0)
+    await expired.get("d1")
+    assert (await expired.get("d1"))[1] is True
+
+
+async def test_concurrent_misses_for_one_device_share_a_lookup() -> None:
+    directory = CountingDirectory({"d1": DeviceRef("d1", "org", None)})
+    cache = DeviceCache(directory, ttl_seconds=60)
+    found = await asyncio.gather(*(cache.get("d1") for _ in range(50)))
+    assert directory.lookups == 1
+    assert {device for device, _ in found} == {DeviceRef("d1", "org", None)}
+    assert sum(fresh for _, fresh in found) == 1
+
+
+class FakePaho:
+    """Records what the subscriber sends on a connection."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.published: list[str] = []
+
+    def ack(self, mid: int, qos: int) -> None:  # noqa: ARG002
+        self.acked.append(mid)
+
+    def publish(self, topic: str, *args: object, **kwargs: object) -> None:  # noqa: ARG002
+        self.published.append(topic)
+
+
+async def test_a_message_of_an_unknown_or_decommissioned_device_is_counted_and_acknowledged() -> (
+    None
+):
+    settings = Settings(mqtt=MqttSettings(url="mqtt://worker:pw@127.0.0.1:1"))
+    retired = DeviceRef("retired", "org", None, decommissioned=True)
+    metrics = Metrics()
+
+    def no_uow() -> UnitOfWork:
+        raise AssertionError("nothing is stored")
+
+    subscriber = Subscriber(
+        settings=settings,
+        uow_factory=no_uow,
+        devices=CountingDirectory({"retired": retired}),
+        metrics=metrics,
+        services={},
+    )
+    paho = FakePaho()
+    link = _Link(SimpleNamespace(_client=paho))  # type: ignore[arg-type]
+    for mid, device_id in enumerate(("retired", "ghost"), start=1):
+        message = aiomqtt.Message(f"devices/{device_id}/telemetry", b"{}", 1, False, mid, None)
+        await subscriber._take(link, message)
+
+    assert paho.acked == [1, 2]
+    assert paho.published == []  # nobody to answer
+    rejected = {"transport": "mqtt", "reason": "unknown_device"}
+    assert metrics.registry.get_sample_value("readings_rejected_total", rejected) == 2
+    assert metrics.registry.get_sample_value("mqtt_messages_total", {"outcome": "unknown_device"})

@@ -1,0 +1,48 @@
+"""The MQTT wire contract: broker URLs, topics, and the dynamic-security plugin's answers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from medcloud.platform.dynsec import BrokerUnavailable, _answers, failed, require
+from medcloud.platform.mqtt import BrokerAddress, ack_topic, device_of, shared_telemetry
+
+
+def test_a_broker_url_names_host_port_tls_and_credentials() -> None:
+    plain = BrokerAddress.from_url("mqtt://medcloud-ingest:s%40cret@broker.example:1884")
+    assert (plain.host, plain.port, plain.tls) == ("broker.example", 1884, False)
+    assert (plain.username, plain.password) == ("medcloud-ingest", "s@cret")
+    assert "s@cret" not in repr(plain)
+    secure = BrokerAddress.from_url("mqtts://broker.example")
+    assert (secure.port, secure.tls, secure.username) == (8883, True, None)
+    with pytest.raises(ValueError, match="mqtt://"):
+        BrokerAddress.from_url("http://broker.example")
+
+
+def test_only_a_telemetry_topic_names_a_device() -> None:
+    assert device_of("devices/abc/telemetry") == "abc"
+    assert device_of("devices/abc/ack") is None
+    assert device_of("devices//telemetry") is None
+    assert device_of("devices/a/b/telemetry") is None
+    assert ack_topic("abc") == "devices/abc/ack"
+    assert shared_telemetry("medcloud") == "$share/medcloud/devices/+/telemetry"
+
+
+def test_only_answers_tagged_with_the_requests_id_are_taken() -> None:
+    ours = orjson.dumps({"responses": [{"command": "createClient", "correlationData": "t1:0"}]})
+    theirs = orjson.dumps({"responses": [{"command": "deleteClient", "correlationData": "t2:0"}]})
+    assert _answers(ours, "t1") == [{"command": "createClient", "correlationData": "t1:0"}]
+    assert _answers(theirs, "t1") is None
+    assert _answers(b"not json", "t1") is None
+    assert _answers(b"[]", "t1") is None
+
+
+def test_a_refused_command_raises_unless_its_error_is_expected() -> None:
+    exists = {"command": "createClient", "error": "Client already exists"}
+    assert failed(exists, "already exists")
+    require(exists, unless="already exists")
+    require({"command": "createClient"})
+    with pytest.raises(BrokerUnavailable) as raised:
+        require(exists)
+    assert raised.value.permanent and raised.value.status == 503

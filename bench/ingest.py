@@ -1,12 +1,18 @@
-"""Drive a fleet of devices over HTTP against a fresh `medcloud serve` on PostgreSQL, and measure
-the raw asyncpg COPY of the same rows in the same run.
+"""Drive a fleet of devices against a medcloud deployment on PostgreSQL and measure ingest.
 
-    .venv/bin/python -m bench.ingest --devices 50 --seconds 30 --batch 500
-    .venv/bin/python -m bench.ingest --devices 50 --seconds 30 --batch 1     # single readings
+    medcloud bench ingest --transport http --devices 20 --seconds 60 --batch 500
+    medcloud bench ingest --transport http --devices 50 --seconds 60 --batch 1
+    medcloud bench ingest --transport mqtt --devices 200 --seconds 60
 
-Prints JSON: readings/s accepted (201 received) and stored (rows in the table), p50/p99 latency
-from send to 201 (a 201 is sent only after commit, so that is send→stored), server CPU seconds
-and peak RSS, and `copy_baseline_rows_per_s` for the same number of rows.
+(`.venv/bin/python -m bench.ingest …` is the same.) By default each run starts a deployment of
+its own — a new PostgreSQL database, `medcloud serve`, and for MQTT a Mosquitto on a free port
+with `medcloud worker` subscribed to it — and stops it afterwards. `--url` drives a deployment
+that is already running instead (`--admin`, `--database` and `--pid` tell how to reach it).
+
+Prints one JSON object: readings/s accepted and stored, p50/p99 latency from send to stored,
+CPU and peak memory of the server processes and, from the same run, the rate of a raw
+PostgreSQL COPY of the same rows into a table of the same shape. A reading is one measured
+value (one row: device, type, timestamp, value); a bedside-monitor message carries four.
 """
 
 from __future__ import annotations
@@ -15,246 +21,197 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import asyncpg
-import httpx
-import orjson
 import psutil
 
-ADMIN = ("bench.admin@example.org", "bench-admin-passphrase")
+from bench import http_load
+from bench.baseline import copy_rate
+from bench.deployment import (
+    ADMIN,
+    Usage,
+    free_port,
+    fresh_database,
+    medcloud,
+    medcloud_env,
+    process,
+    register_fleet,
+    stored_rows,
+    wait_ready,
+)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def percentile(ordered: Sequence[float], share: float) -> float | None:
+    """The value below which `share` of the sorted samples fall, in milliseconds."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1)
 
 
-async def fleet(client: httpx.AsyncClient, devices: int) -> list[dict[str, Any]]:
-    token = (
-        await client.post("/api/v1/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]})
-    ).json()["access_token"]
-    registered = []
-    for i in range(devices):
-        response = await client.post(
-            "/api/v1/devices",
-            json={"serial_number": f"BENCH-{i}", "model": "m", "manufacturer": "x"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        registered.append(response.json())
-    return registered
-
-
-async def drive(
-    base: str, devices: list[dict[str, Any]], *, seconds: float, batch: int
-) -> tuple[int, list[float], int]:
-    """Each device sends back-to-back batches; return (readings accepted, latencies, refusals)."""
-    accepted, refused, latencies = 0, 0, []
+async def drive_http(
+    base: str, fleet: list[dict[str, Any]], *, seconds: float, batch: int
+) -> http_load.Tally:
+    """Every device sends back-to-back requests of `batch` readings for `seconds`."""
+    split = urlsplit(base)
+    host, port = split.hostname or "127.0.0.1", split.port or 80
+    tally = http_load.Tally()
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=len(devices))
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-
-        async def device_loop(index: int, device: dict[str, Any]) -> None:
-            nonlocal accepted, refused
-            headers = {
-                "Authorization": f"Bearer {device['token']}",
-                "content-type": "application/json",
-            }
-            n = 0
-            while time.perf_counter() < deadline:
-                readings = [
-                    {
-                        "timestamp": (start + dt.timedelta(milliseconds=n + i)).isoformat(),
-                        "measurements": {"heart_rate": 60 + (n + i) % 40, "spo2": 97},
-                    }
-                    for i in range(batch)
-                ]
-                n += batch
-                body = orjson.dumps({"readings": readings} if batch > 1 else readings[0])
-                sent = time.perf_counter()
-                response = await client.post(
-                    f"/api/v1/devices/{device['id']}/data", content=body, headers=headers
-                )
-                if response.status_code == 201:
-                    latencies.append(time.perf_counter() - sent)
-                    accepted += response.json()["stored"]
-                else:
-                    refused += 1
-                    await asyncio.sleep(float(response.headers.get("retry-after", "0.1")))
-            del index
-
-        await asyncio.gather(*(device_loop(i, d) for i, d in enumerate(devices)))
-    return accepted, latencies, refused
-
-
-async def copy_baseline(dsn: str, rows: int) -> float:
-    """COPY `rows` two-measurement readings into a plain table shaped like `reading`; rows/s."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(
-            "CREATE TABLE bench_copy (id bigserial, organisation_id varchar(36), "
-            "device_id varchar(36), patient_id varchar(64), type varchar(40), value float8, "
-            "unit varchar(20), ts timestamptz, received_at timestamptz, clock_drift bool, "
-            "UNIQUE (device_id, type, ts))"
-        )
-        now = dt.datetime.now(dt.UTC)
-        device = str(uuid.uuid4())
-        records = [
-            (
-                "o",
-                device,
-                None,
-                "heart_rate",
-                70.0,
-                "/min",
-                now + dt.timedelta(milliseconds=i),
-                now,
-                False,
+    await asyncio.gather(
+        *(
+            http_load.run_device(
+                host, port, device, batch=batch, deadline=deadline, start=start, tally=tally
             )
-            for i in range(rows)
-        ]
-        columns = [
-            "organisation_id",
-            "device_id",
-            "patient_id",
-            "type",
-            "value",
-            "unit",
-            "ts",
-            "received_at",
-            "clock_drift",
-        ]
-        started = time.perf_counter()
-        for offset in range(0, rows, 5000):
-            await connection.copy_records_to_table(
-                "bench_copy", records=records[offset : offset + 5000], columns=columns
-            )
-        return rows / (time.perf_counter() - started)
-    finally:
-        await connection.execute("DROP TABLE IF EXISTS bench_copy")
-        await connection.close()
-
-
-async def stored_rows(dsn: str) -> int:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM reading"))
-    finally:
-        await connection.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--devices", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--batch", type=int, default=500, help="readings per request")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    args = parser.parse_args()
-    name = f"medcloud_bench_{uuid.uuid4().hex[:8]}"
-    server_dsn = args.postgres.rsplit("/", 1)[0]
-    dsn = f"{server_dsn}/{name}"
-
-    async def create(sql: str) -> None:
-        connection = await asyncpg.connect(args.postgres)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(create(f'CREATE DATABASE "{name}"'))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as var:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCLOUD_")}
-        env |= {
-            "MEDCLOUD_VAR_DIR": var,
-            "MEDCLOUD_LOG_LEVEL": "WARNING",
-            "MEDCLOUD_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
-            "MEDCLOUD_BOOTSTRAP_ADMIN_EMAIL": ADMIN[0],
-            "MEDCLOUD_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "medcloud.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            for device in fleet
         )
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
+    )
+    return tally
 
-            async def setup() -> list[dict[str, Any]]:
-                async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                    return await fleet(client, args.devices)
 
-            devices = asyncio.run(setup())
-            process = psutil.Process(server.pid)
-            cpu_before = sum(process.cpu_times()[:2])
-            peak = 0.0
-            sampling = True
-
-            async def sample() -> None:
-                nonlocal peak
-                while sampling:
-                    peak = max(peak, process.memory_info().rss / 1024 / 1024)
-                    await asyncio.sleep(0.2)
-
-            async def run() -> tuple[int, list[float], int, float]:
-                nonlocal sampling
-                sampler = asyncio.create_task(sample())
-                started = time.perf_counter()
-                result = await drive(base, devices, seconds=args.seconds, batch=args.batch)
-                elapsed = time.perf_counter() - started
-                sampling = False
-                await sampler
-                return (*result, elapsed)
-
-            accepted, latencies, refused, elapsed = asyncio.run(run())
-            cpu = sum(process.cpu_times()[:2]) - cpu_before
-            stored = asyncio.run(stored_rows(dsn))
-            baseline = asyncio.run(copy_baseline(dsn, max(stored, 10_000)))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            asyncio.run(create(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def report(
+    args: argparse.Namespace,
+    *,
+    elapsed: float,
+    accepted: int,
+    stored: int,
+    latencies: list[float],
+    extra: dict[str, Any],
+    usage: Usage,
+    baseline: tuple[int, float],
+) -> dict[str, Any]:
+    """The JSON a run prints."""
     latencies.sort()
-    result = {
+    copied, copy_per_s = baseline
+    stored_per_s = stored / elapsed
+    return {
         "benchmark": "ingest",
-        "transport": "http",
+        "transport": args.transport,
         "devices": args.devices,
-        "batch": args.batch,
         "seconds": round(elapsed, 1),
         "readings_per_s_accepted": round(accepted / elapsed),
-        "readings_per_s_stored": round(stored / elapsed),
-        "requests_per_s": round(len(latencies) / elapsed),
-        "refused_requests": refused,
-        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-        "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1)
-        if latencies
-        else None,
-        "server_cpu_seconds": round(cpu, 1),
-        "server_cpu_share": round(cpu / elapsed, 2),
-        "server_peak_rss_mb": round(peak, 1),
-        "copy_baseline_rows_per_s": round(baseline),
-        "share_of_copy": round(stored / elapsed / baseline, 2),
+        "readings_per_s_stored": round(stored_per_s),
+        **extra,
+        "latency_p50_ms": percentile(latencies, 0.50),
+        "latency_p99_ms": percentile(latencies, 0.99),
+        "server_cpu_seconds": round(usage.cpu_seconds, 1),
+        "server_cpu_cores": round(usage.cpu_seconds / elapsed, 2),
+        "server_peak_rss_mb": round(usage.peak_rss_mb, 1),
+        "copy_baseline_rows": copied,
+        "copy_baseline_rows_per_s": round(copy_per_s),
+        "share_of_copy": round(stored_per_s / copy_per_s, 2) if copy_per_s else None,
     }
+
+
+async def measure_http(
+    args: argparse.Namespace, base: str, dsn: str, pids: Sequence[int]
+) -> dict[str, Any]:
+    """Register the fleet, drive it, count what is stored, then take the COPY baseline."""
+    fleet = await register_fleet(base, args.devices, admin=args.admin)
+    before = await stored_rows(dsn)
+    async with Usage([psutil.Process(pid) for pid in pids]) as usage:
+        started = time.perf_counter()
+        tally = await drive_http(base, fleet, seconds=args.seconds, batch=args.batch)
+        elapsed = time.perf_counter() - started
+    stored = await stored_rows(dsn) - before
+    return report(
+        args,
+        elapsed=elapsed,
+        accepted=tally.stored,
+        stored=stored,
+        latencies=tally.latencies,
+        extra={
+            "readings_per_request": args.batch * len(http_load.MEASUREMENTS),
+            "requests_per_s": round(tally.requests / elapsed),
+            "refused_requests": tally.refused,
+        },
+        usage=usage,
+        baseline=await copy_rate(dsn),
+    )
+
+
+def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
+    """Start a server on a new database for this run, measure it, stop it."""
+    with fresh_database(args.postgres) as dsn, tempfile.TemporaryDirectory() as tmp:
+        var = Path(tmp)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = medcloud_env(var / "var", dsn, **dict(args.env or []))
+        server_args = medcloud("serve", "--port", str(port))
+        with process(server_args, env, var / "serve.log") as server:
+            wait_ready(base)
+            return asyncio.run(measure_http(args, base, dsn, [server.pid]))
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="medcloud bench ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--transport", choices=["http", "mqtt"], default="http")
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--batch", type=int, default=500, help="HTTP: readings (instants) per request"
+    )
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL server to create the run's database on",
+    )
+    parser.add_argument("--url", help="drive this running deployment instead of starting one")
+    parser.add_argument("--database", help="with --url: the deployment's PostgreSQL DSN")
+    parser.add_argument("--pid", type=int, action="append", help="with --url: server pid(s)")
+    parser.add_argument(
+        "--admin", nargs=2, metavar=("EMAIL", "PASSWORD"), default=ADMIN, help="an admin to sign in"
+    )
+    parser.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="an extra MEDCLOUD_* setting for the deployment this run starts",
+    )
+    parser.add_argument(
+        "--window", type=int, default=8, help="MQTT: messages a device keeps unacknowledged"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="MQTT: separate `worker --contexts ingest` processes over RabbitMQ (0: the one "
+        "`serve` process subscribes, with the in-process bus)",
+    )
+    parser.add_argument("--mqtt-port", type=int, help="with --url: the broker's port")
+    parser.add_argument(
+        "--amqp", default="amqp://guest:guest@127.0.0.1:5672/", help="MQTT: the RabbitMQ to use"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one benchmark and print its JSON."""
+    args = parse(argv)
+    if args.url is None and args.transport == "mqtt":
+        from bench import mqtt_load
+
+        result = mqtt_load.run_own_deployment(args)
+    elif args.url is None:
+        result = run_own_deployment(args)
+    elif args.transport == "http":
+        if not args.database:
+            raise SystemExit("--url needs --database to count stored rows and take the baseline")
+        result = asyncio.run(measure_http(args, args.url, args.database, args.pid or []))
+    else:
+        from bench import mqtt_load
+
+        result = mqtt_load.run_external(args)
     print(json.dumps(result))
 
 

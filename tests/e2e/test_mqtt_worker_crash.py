@@ -3,7 +3,7 @@
 A Mosquitto of the test's own; `medcloud serve --no-workers` registers the devices (and gives
 them broker credentials); a separate `medcloud worker --contexts ingest` runs the MQTT
 subscriber. Simulated devices publish uniquely numbered readings at QoS 1 for
-MEDCLOUD_KILL_RUN_SECONDS (20 by default); the worker is killed with SIGKILL midway and started
+MEDCLOUD_KILL_RUN_SECONDS (12 by default); the worker is killed with SIGKILL midway and started
 again with the same client id. Then every reading the platform acknowledged to a device is
 stored, every reading sent is stored (the broker kept what was not acknowledged for the worker's
 persistent session), and none twice.
@@ -34,7 +34,7 @@ from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support.mosquitto import Broker, MqttDevice, mqtt_device, running_broker
 from tests.support.processes import free_port, medcloud, settings_env
 
-RUN_SECONDS = float(os.environ.get("MEDCLOUD_KILL_RUN_SECONDS", "20"))
+RUN_SECONDS = float(os.environ.get("MEDCLOUD_KILL_RUN_SECONDS", "12"))
 DEVICES = 8
 RATE = 40.0
 """Readings per second each device sends (one reading per message)."""

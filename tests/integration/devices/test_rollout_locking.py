@@ -27,7 +27,7 @@ from tests.integration.devices.fleet import (
 )
 from tests.support.client import Api, bearer
 
-ROUNDS = 12
+ROUNDS = 8
 FLEET = 9
 """A third each: already on the new version (offers skip them), mid-install (they report the
 outcome, or the sweep times them out), and not yet offered (they take the offer)."""

@@ -326,7 +326,7 @@ def tampered_logs(draw: st.DrawFn) -> tuple[Log, int, str]:
     return log, expected, kind
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(tampered_logs(), st.integers(min_value=1, max_value=8))
 def test_any_single_tampering_is_named_at_its_position(
     tampered: tuple[Log, int, str], batch_size: int

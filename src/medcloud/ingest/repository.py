@@ -82,7 +82,7 @@ async def insert_new(session: AsyncSession, rows: Sequence[Row]) -> list[Row]:
         return []
     # A fixed order means concurrent batches take the unique index's locks in the same order
     # and cannot deadlock on each other.
-    ordered = sorted(rows, key=_KEY)
+    ordered = sorted(rows, key=lambda row: row.key)
     if dialect_name(session) == "postgresql":
         if await _copy_unless_stored(session, ordered):
             return ordered
@@ -98,10 +98,6 @@ async def insert_new(session: AsyncSession, rows: Sequence[Row]) -> list[Row]:
     found = await session.execute(statement, [row._asdict() for row in ordered])
     new = {(d, t, ts) for d, t, ts in found.all()}
     return [row for row in ordered if row.key in new]
-
-
-def _KEY(row: Row) -> tuple[str, str, dt.datetime]:  # noqa: N802  (a sort key, used as one)
-    return row.device_id, row.type, row.timestamp
 
 
 async def _copy_unless_stored(session: AsyncSession, rows: Sequence[Row]) -> bool:

@@ -185,3 +185,28 @@ async def _sorted(calls: list[int], at_least: int) -> list[int] | None:
 
 async def _settle(setup: Setup) -> None:
     await asyncio.sleep(0.5)
+
+
+async def test_a_batched_handler_takes_what_arrives_together_in_one_call_and_each_event_once(
+    setup: Setup,
+) -> None:
+    batches: list[list[int]] = []
+
+    async def count_batch(events: Sequence[Pinged], *, uow: UnitOfWork) -> None:
+        batches.append([event.n for event in events])
+
+    consumer = Consumer(
+        name="test.count_batch",
+        subscription=Subscription(Pinged, count_batch, batched=True),
+        uow_factory=setup.runtime.uow,
+        dependencies={},
+    )
+    now = setup.runtime.clock.now()
+    one, two, three, four = (
+        Envelope.wrap(Pinged(organisation_id="org-1", n=n), occurred_at=now) for n in (1, 2, 3, 4)
+    )
+    await consumer.handle_many([one, two, three])
+    # A redelivery mixed with a new event, and the same envelope twice in one batch.
+    await consumer.handle_many([two, four, four])
+    await consumer.handle(one)
+    assert batches == [[1, 2, 3], [4]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from medcloud.analytics import service
 from medcloud.analytics.rules import threshold_rules
 from medcloud.config import Settings
@@ -13,11 +15,11 @@ from medcloud.platform.uow import UnitOfWork
 
 
 async def evaluate_readings(
-    event: ReadingsCollected, *, uow: UnitOfWork, settings: Settings, metrics: Metrics
+    events: Sequence[ReadingsCollected], *, uow: UnitOfWork, settings: Settings, metrics: Metrics
 ) -> None:
     """Run the alert rules over newly stored readings."""
     rules = threshold_rules(settings.alerts)
-    await service.raise_alerts(uow=uow, rules=rules, readings=event, metrics=metrics)
+    await service.raise_alerts(uow=uow, rules=rules, readings=events, metrics=metrics)
 
 
 async def record_technical_alert(event: DeviceAlertRaised, *, uow: UnitOfWork) -> None:
@@ -31,7 +33,7 @@ async def resolve_technical_alert(event: DeviceAlertResolved, *, uow: UnitOfWork
 
 
 SUBSCRIPTIONS = (
-    Subscription(ReadingsCollected, evaluate_readings),
+    Subscription(ReadingsCollected, evaluate_readings, batched=True),
     Subscription(DeviceAlertRaised, record_technical_alert),
     Subscription(DeviceAlertResolved, resolve_technical_alert),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -27,10 +28,36 @@ log = structlog.get_logger(__name__)
 
 
 async def raise_alerts(
-    *, uow: UnitOfWork, rules: tuple[Rule, ...], readings: ReadingsCollected, metrics: Metrics
+    *,
+    uow: UnitOfWork,
+    rules: tuple[Rule, ...],
+    readings: Sequence[ReadingsCollected],
+    metrics: Metrics,
 ) -> int:
     """Record an alert for every rule the readings breach, and publish each; return the count."""
     now = uow.clock.now()
+    rows: list[dict[str, Any]] = []
+    for batch in readings:
+        rows += _breaches(rules, batch, now)
+    inserted = await repository.insert_new(uow.session, rows)
+    for row in rows:
+        if row["id"] in inserted:
+            uow.publish(
+                AlertRaised(
+                    alert_id=row["id"],
+                    **{k: v for k, v in row.items() if k not in ("id", "source", "raised_at")},
+                )
+            )
+            metrics.alerts_raised.labels(row["rule"]).inc()
+            log.info(
+                "alert.raised", alert_id=row["id"], rule=row["rule"], device_id=row["device_id"]
+            )
+    return len(inserted)
+
+
+def _breaches(
+    rules: tuple[Rule, ...], readings: ReadingsCollected, now: dt.datetime
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for sample in readings.samples:
         for breach in evaluate(rules, sample.measurements):
@@ -50,20 +77,7 @@ async def raise_alerts(
                     "raised_at": now,
                 }
             )
-    inserted = await repository.insert_new(uow.session, rows)
-    for row in rows:
-        if row["id"] in inserted:
-            uow.publish(
-                AlertRaised(
-                    alert_id=row["id"],
-                    **{k: v for k, v in row.items() if k not in ("id", "source", "raised_at")},
-                )
-            )
-            metrics.alerts_raised.labels(row["rule"]).inc()
-            log.info(
-                "alert.raised", alert_id=row["id"], rule=row["rule"], device_id=row["device_id"]
-            )
-    return len(inserted)
+    return rows
 
 
 async def record_technical_alert(*, uow: UnitOfWork, alert: DeviceAlertRaised) -> bool:

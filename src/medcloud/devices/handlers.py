@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+
 from medcloud.devices import service
 from medcloud.ingest.events import ReadingsCollected
 from medcloud.platform.bus import Subscription
 from medcloud.platform.uow import UnitOfWork
 
 
-async def mark_device_seen(event: ReadingsCollected, *, uow: UnitOfWork) -> None:
+async def mark_device_seen(events: Sequence[ReadingsCollected], *, uow: UnitOfWork) -> None:
     """Any stored reading counts as a sign of life."""
-    await service.record_activity(uow=uow, device_id=event.device_id, seen_at=event.received_at)
+    seen: dict[str, dt.datetime] = {}
+    for event in events:
+        last = seen.get(event.device_id)
+        if last is None or event.received_at > last:
+            seen[event.device_id] = event.received_at
+    await service.record_activity(uow=uow, seen=seen)
 
 
-SUBSCRIPTIONS = (Subscription(ReadingsCollected, mark_device_seen),)
+SUBSCRIPTIONS = (Subscription(ReadingsCollected, mark_device_seen, batched=True),)

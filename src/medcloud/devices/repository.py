@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.devices.firmware import IN_FLIGHT, CampaignStatus, TargetStatus
@@ -177,16 +177,31 @@ async def page(
     return (await session.scalars(query)).all()
 
 
-async def touch(session: AsyncSession, device_id: str, seen_at: dt.datetime) -> None:
-    """Move the device's last-seen time forward (never back, readings arrive out of order)."""
-    await session.execute(
-        update(Device)
+async def touch(session: AsyncSession, seen: Mapping[str, dt.datetime]) -> None:
+    """Move devices' last-seen times forward (never back, readings arrive out of order).
+
+    One statement for all of them, in id order so that concurrent callers lock rows alike.
+    """
+    table = cast(Table, Device.__table__)
+    statement = (
+        update(table)
         .where(
-            Device.id == device_id,
-            or_(Device.last_seen_at.is_(None), Device.last_seen_at < seen_at),
+            table.c.id == bindparam("device"),
+            or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < bindparam("seen")),
         )
-        .values(last_seen_at=seen_at)
+        .values(last_seen_at=bindparam("seen"))
     )
+    params = [{"device": device_id, "seen": seen[device_id]} for device_id in sorted(seen)]
+    if params:
+        await session.execute(statement, params)
+
+
+async def not_online(session: AsyncSession, device_ids: Collection[str]) -> Sequence[Device]:
+    """Return those of the devices whose status says they are not (or not yet) online."""
+    query = select(Device).where(
+        Device.id.in_(sorted(device_ids)), Device.status.in_(("unknown", "offline"))
+    )
+    return (await session.scalars(query)).all()
 
 
 async def count_seen_since(session: AsyncSession, since: dt.datetime) -> int:

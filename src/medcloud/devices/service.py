@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -601,12 +601,12 @@ async def record_heartbeat(
     )
 
 
-async def record_activity(*, uow: UnitOfWork, device_id: str, seen_at: dt.datetime) -> None:
-    """Note that a device was heard from; a silent device is back online."""
-    await repository.touch(uow.session, device_id, seen_at)
-    device = await repository.get(uow.session, device_id)
-    if device is not None and device.status in ("unknown", "offline"):
-        await _come_online(uow, device, uow.clock.now())
+async def record_activity(*, uow: UnitOfWork, seen: Mapping[str, dt.datetime]) -> None:
+    """Note when devices were last heard from; silent ones are back online."""
+    await repository.touch(uow.session, seen)
+    now = uow.clock.now()
+    for device in await repository.not_online(uow.session, seen):
+        await _come_online(uow, device, now)
 
 
 async def _come_online(uow: UnitOfWork, device: Device, now: dt.datetime) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.platform.clock import Clock
 from medcloud.platform.db import dialect_name
 from medcloud.platform.events import Envelope, Event
 from medcloud.platform.models import OutboxMessage
+
+# The table itself: a Core insert of many rows skips the ORM's per-row bookkeeping.
+OUTBOX = cast(Table, OutboxMessage.__table__)
 
 
 class UnitOfWork:
@@ -81,7 +84,7 @@ class UnitOfWork:
                         "created_at": now,
                     }
                 )
-            await self.session.execute(insert(OutboxMessage), rows)
+            await self.session.execute(insert(OUTBOX), rows)
             self._events = []
         await self.session.commit()
         self._on_commit()

@@ -7,6 +7,7 @@ reading in quarantine exactly as it was sent.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,13 +208,14 @@ def decode_or_explain(
     max_inflated_bytes: int,
     max_readings: int,
     field: str,
-    fragment: str,
+    fragment: Callable[[], str],
 ) -> Decoded:
     """Decode like `decode`, but answer a body that cannot be read at all with its problem
     instead of raising: what the MQTT and file transports need, which refuse in their own way.
 
     `field` names the input in an error without a field of its own (`payload`, `file`), and
-    `fragment` is what to keep in quarantine for it.
+    `fragment` gives what to keep in quarantine for it (built only then: MQTT calls this for
+    every message).
     """
     try:
         return decode(
@@ -228,4 +230,4 @@ def decode_or_explain(
     except DomainError as exc:  # an unsupported type or encoding, a bad, truncated or huge gzip
         error = exc.errors[0] if exc.errors else FieldError(field, exc.detail)
         reason = {413: "too_large", 415: "unsupported"}.get(exc.status, "malformed")
-        return Decoded([], False, [Problem(error, fragment, reason)])
+        return Decoded([], False, [Problem(error, fragment(), reason)])

@@ -85,7 +85,7 @@ async def receive_message(
         max_inflated_bytes=settings.ingest.max_decompressed_bytes,
         max_readings=settings.max_batch_readings,
         field="payload",
-        fragment=payload[:4096].decode("utf-8", "replace"),
+        fragment=lambda: payload[:4096].decode("utf-8", "replace"),
     )
     problems = decoded.problems
     if not problems:

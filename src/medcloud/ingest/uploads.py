@@ -288,7 +288,7 @@ async def _process(
         max_inflated_bytes=settings.ingest.max_decompressed_bytes,
         max_readings=settings.max_batch_readings,
         field="file",
-        fragment=name,
+        fragment=lambda: name,
     )
     if decoded.problems:
         return await refuse(decoded.problems, len(decoded.readings))

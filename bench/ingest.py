@@ -93,6 +93,8 @@ def report(
         "transport": args.transport,
         "devices": args.devices,
         "seconds": round(elapsed, 1),
+        "readings_accepted": accepted,
+        "readings_stored": stored,
         "readings_per_s_accepted": round(accepted / elapsed),
         "readings_per_s_stored": round(stored_per_s),
         **extra,
@@ -180,6 +182,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--window", type=int, default=8, help="MQTT: messages a device keeps unacknowledged"
+    )
+    parser.add_argument(
+        "--instants",
+        type=int,
+        default=1,
+        help="MQTT: instants (of four readings) per message; a monitor that publishes every "
+        "few seconds sends its 1 Hz vitals of those seconds at once",
     )
     parser.add_argument(
         "--workers",

@@ -1,10 +1,9 @@
 """MQTT ingest: bedside monitors publishing at QoS 1 to a Mosquitto of the run's own.
 
-Each device is an MQTT v5 client that logs in with its device id and token (provisioned by the
-platform through Mosquitto's dynamic security) and keeps up to `--window` messages waiting for
-the platform's acknowledgement on `devices/{id}/ack`, which the ingest worker sends only after
-the readings are committed. Latency is publish → that acknowledgement, so it is send → stored.
-Stored rows are also counted in PostgreSQL every few seconds, to show the rate is sustained.
+The devices (`bench.mqtt_fleet`) log in with the credentials the platform provisioned through
+Mosquitto's dynamic security and keep up to `--window` messages each waiting for the platform's
+answer, sent only after commit. Stored rows are also counted in PostgreSQL every few seconds, to
+show the rate is sustained.
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import orjson
 import psutil
 
@@ -38,122 +35,12 @@ from bench.deployment import (
     wait_ready,
 )
 from bench.http_load import MEASUREMENTS
-from medcloud.platform.mqtt import ack_topic, properties, telemetry_topic
+from bench.mqtt_fleet import Fleet, instant_body
 
 ADMIN = "medcloud-admin"
 
 SAMPLE_SECONDS = 5.0
-
-
-@dataclass
-class Tally:
-    """What the devices saw."""
-
-    sent: int = 0
-    acked: int = 0
-    stored: int = 0
-    refused: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
-async def run_device(
-    port: int,
-    device: dict[str, Any],
-    *,
-    window: int,
-    go: asyncio.Event,
-    ready: asyncio.Queue[str],
-    seconds: float,
-    start: dt.datetime,
-    tally: Tally,
-) -> None:
-    """Publish readings back to back, at most `window` unacknowledged, for `seconds`.
-
-    One message is sent and acknowledged first (reported on `ready`): a broker drops what is
-    published before the workers' shared subscription exists, so the clock starts only once
-    every device has been heard end to end.
-    """
-    free = asyncio.Semaphore(window)
-    sent_at: dict[bytes, float] = {}
-    client = aiomqtt.Client(
-        "127.0.0.1",
-        port,
-        username=device["id"],
-        password=device["token"],
-        identifier=f"bench-{device['id']}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        max_inflight_messages=max(20, window),
-    )
-    async with client:
-        await client.subscribe(ack_topic(device["id"]), qos=1)
-
-        heard = asyncio.Event()
-
-        async def hear() -> None:
-            async for message in client.messages:
-                key = getattr(message.properties, "CorrelationData", None)
-                if key == b"probe":
-                    heard.set()
-                    continue
-                began = sent_at.pop(bytes(key), None) if key else None
-                if began is None:
-                    continue
-                answer = orjson.loads(message.payload)
-                tally.acked += 1
-                if answer.get("status") == "stored":
-                    tally.stored += answer["stored"]
-                    tally.latencies.append(time.perf_counter() - began)
-                else:
-                    tally.refused += 1
-                free.release()
-
-        listener = asyncio.create_task(hear())
-        topic = telemetry_topic(device["id"])
-        base = start.timestamp()
-        n = 0
-
-        async def probe() -> None:
-            # The same reading each time, stored once, an hour before the timed ones.
-            stamp = dt.datetime.fromtimestamp(base - 3600, dt.UTC)
-            body = orjson.dumps({"timestamp": stamp, "measurements": MEASUREMENTS})
-            publish = properties("PUBLISH")
-            publish.CorrelationData = b"probe"
-            await client.publish(topic, body, qos=1, properties=publish)
-
-        async def send() -> None:
-            nonlocal n
-            await free.acquire()
-            stamp = dt.datetime.fromtimestamp(base + n * 0.001, dt.UTC)
-            body = orjson.dumps({"timestamp": stamp, "measurements": MEASUREMENTS})
-            publish = properties("PUBLISH")
-            key = str(n).encode()
-            publish.CorrelationData = key
-            sent_at[key] = time.perf_counter()
-            await client.publish(topic, body, qos=1, properties=publish)
-            tally.sent += 1
-            n += 1
-
-        try:
-            # Until the workers' shared subscription exists the broker drops what devices
-            # publish (a worker's session holds messages only once it has subscribed).
-            while not heard.is_set():
-                await probe()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(heard.wait(), 2)
-            await ready.put(device["id"])
-            await go.wait()
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                await send()
-            # What was sent is waited for, so every acknowledgement is counted.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    for _ in range(window):
-                        await free.acquire()
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+PROBE_TIMEOUT_SECONDS = 120.0
 
 
 async def sample_stored(dsn: str, stop: asyncio.Event, rates: list[float]) -> None:
@@ -174,47 +61,38 @@ async def measure(
     """Register the fleet, drive it over MQTT, count what is stored, take the COPY baseline."""
     from bench.ingest import report
 
-    fleet = await register_fleet(base, args.devices, admin=args.admin)
-    tally = Tally()
+    identities = await register_fleet(base, args.devices, admin=args.admin)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    probe = orjson.dumps({"timestamp": start - dt.timedelta(hours=1), "measurements": MEASUREMENTS})
+    fleet = Fleet(
+        port,
+        identities,
+        body=instant_body(start, MEASUREMENTS, args.instants),
+        probe=probe,
+        window=args.window,
+    )
     rates: list[float] = []
-    stop, go = asyncio.Event(), asyncio.Event()
-    ready: asyncio.Queue[str] = asyncio.Queue()
-    devices = [
-        asyncio.create_task(
-            run_device(
-                port,
-                device,
-                window=args.window,
-                go=go,
-                ready=ready,
-                seconds=args.seconds,
-                start=start,
-                tally=tally,
-            )
-        )
-        for device in fleet
-    ]
+    stop = asyncio.Event()
     try:
-        async with asyncio.timeout(120):
-            for _ in fleet:
-                await ready.get()
-    except TimeoutError:
-        raise SystemExit(
-            "the ingest workers did not acknowledge every device within 120 s"
-        ) from None
-    # Nothing is in flight now: every device waits for `go` with its first message answered.
-    before = await stored_rows(dsn)
-    tally.sent = tally.acked = tally.stored = tally.refused = 0
-    tally.latencies.clear()
-    async with Usage([psutil.Process(pid) for pid in pids]) as usage:
-        sampler = asyncio.create_task(sample_stored(dsn, stop, rates))
-        started = time.perf_counter()
-        go.set()
-        await asyncio.gather(*devices)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        await sampler
+        # The fleet runs on a thread of its own; this loop only counts rows meanwhile.
+        await asyncio.to_thread(fleet.connect)
+        try:
+            await asyncio.to_thread(fleet.probe, PROBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise SystemExit(
+                f"the ingest workers did not answer every device within {PROBE_TIMEOUT_SECONDS} s"
+            ) from None
+        # Nothing is in flight now: every device has had its probe answered.
+        before = await stored_rows(dsn)
+        fleet.tally.reset()
+        async with Usage([psutil.Process(pid) for pid in pids]) as usage:
+            sampler = asyncio.create_task(sample_stored(dsn, stop, rates))
+            elapsed = await asyncio.to_thread(fleet.drive, args.seconds)
+            stop.set()
+            await sampler
+    finally:
+        fleet.close()
+    tally = fleet.tally
     stored = await stored_rows(dsn) - before
     return report(
         args,
@@ -223,7 +101,8 @@ async def measure(
         stored=stored,
         latencies=tally.latencies,
         extra={
-            "readings_per_message": len(MEASUREMENTS),
+            "readings_per_message": len(MEASUREMENTS) * args.instants,
+            "instants_per_message": args.instants,
             "messages_sent": tally.sent,
             "messages_acknowledged": tally.acked,
             "messages_refused": tally.refused,

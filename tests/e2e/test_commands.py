@@ -55,6 +55,7 @@ def alerts_after_abnormal_reading(base: str, timeout: float = 30) -> list[dict[s
     return []
 
 
+@pytest.mark.empty_database  # serve must migrate it
 def test_serve_migrates_bootstraps_and_raises_alerts(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     env = settings_env(

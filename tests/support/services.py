@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -13,6 +15,8 @@ import pytest
 import redis.asyncio as redis
 
 from medcloud.bootstrap import load_contexts
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,20 +66,27 @@ def require(urls: ServiceUrls) -> None:
             missing.append(f"Redis at {urls.redis}: {exc!r}")
         return missing
 
-    # Called from fixtures that may already run inside an event loop: check on a thread of its own.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        missing = pool.submit(asyncio.run, check()).result()
+    missing = run_apart(check())
     if missing:
         pytest.fail(
             "MEDCLOUD_TEST_SERVICES=1 but unreachable: " + "; ".join(missing), pytrace=False
         )
 
 
-async def create_database(urls: ServiceUrls, name: str) -> str:
-    """Create an empty database for one test and return its SQLAlchemy URL."""
+def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to completion from synchronous code, inside an event loop or not."""
+    # Session fixtures are set up from whichever test first asks for them, maybe from inside that
+    # test's event loop, where asyncio.run refuses: run on a thread with a loop of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def create_database(urls: ServiceUrls, name: str, *, template: str | None = None) -> str:
+    """Create a database, empty or a copy of `template`, and return its SQLAlchemy URL."""
     connection = await asyncpg.connect(urls.postgres)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await connection.close()
     return urls.database_url(name)

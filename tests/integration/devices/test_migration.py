@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -55,6 +56,7 @@ def admin_token(api: Api) -> str:
     return token
 
 
+@pytest.mark.empty_database  # migrates up from devices_0001 itself
 async def test_a_device_registered_before_credentials_existed_still_authenticates(
     settings: Settings,
 ) -> None:

@@ -194,8 +194,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=0,
-        help="MQTT: separate `worker --contexts ingest` processes over RabbitMQ (0: the one "
-        "`serve` process subscribes, with the in-process bus)",
+        help="MQTT: `medcloud worker` processes subscribing beside `serve` (0: `serve` alone)",
+    )
+    parser.add_argument(
+        "--bus",
+        choices=["inprocess", "rabbitmq"],
+        default="inprocess",
+        help="MQTT with --workers: inprocess, every process runs every context's consumers on "
+        "the shared outbox; rabbitmq, the workers run ingest only and RabbitMQ carries events",
     )
     parser.add_argument("--mqtt-port", type=int, help="with --url: the broker's port")
     parser.add_argument(

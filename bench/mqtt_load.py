@@ -109,6 +109,7 @@ async def measure(
             "messages_per_s_acknowledged": round(tally.acked / elapsed),
             "window_per_device": args.window,
             "ingest_workers": args.workers,
+            "bus": args.bus if args.workers else "inprocess",
             "stored_per_s_each_5s": [round(rate) for rate in rates],
             "stored_per_s_slowest_5s": round(min(rates)) if rates else None,
         },
@@ -135,21 +136,24 @@ def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
             "MEDCLOUD_MQTT__ADMIN_USERNAME": ADMIN,
             "MEDCLOUD_MQTT__ADMIN_PASSWORD": broker.admin_password,
         }
-        if args.workers:
-            # Separate processes need a real bus: the ingest workers' events reach the
-            # consumers (analytics, devices, audit) in the API process through RabbitMQ.
+        rabbit = bool(args.workers) and args.bus == "rabbitmq"
+        if rabbit:
+            # The ingest workers' events reach the consumers (analytics, devices, audit) in the
+            # API process through RabbitMQ.
             topology |= {
                 "MEDCLOUD_BUS_URL": args.amqp,
                 "MEDCLOUD_BUS__EXCHANGE": f"{run}.x",
                 "MEDCLOUD_BUS__QUEUE_PREFIX": run,
             }
+        # On the in-process bus every process subscribes and runs every context's consumers:
+        # each relay claims outbox rows under a lease and applies them in its own process.
+        worker = ("worker", "--contexts", "ingest") if rabbit else ("worker",)
         env = medcloud_env(var / "var", dsn, **topology, **dict(args.env or []))
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(
                 process(
                     medcloud("serve", "--port", str(port)),
-                    # With no separate workers the server takes the telemetry itself.
-                    env | {"MEDCLOUD_MQTT__SUBSCRIBE": "true" if not args.workers else "false"},
+                    env | {"MEDCLOUD_MQTT__SUBSCRIBE": "false" if rabbit else "true"},
                     var / "serve.log",
                 )
             )
@@ -157,7 +161,7 @@ def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
             workers = [
                 stack.enter_context(
                     process(
-                        medcloud("worker", "--contexts", "ingest"),
+                        medcloud(*worker),
                         env | {"MEDCLOUD_MQTT__CLIENT_ID": f"medcloud-ingest-{i}"},
                         var / f"worker-{i}.log",
                     )

@@ -71,6 +71,7 @@ class OutboxRelay:
                 update(OutboxMessage)
                 .where(OutboxMessage.position.in_(positions))
                 .values(published_at=self._clock.now(), claimed_until=None)
+                .execution_options(synchronize_session=False)
             )
         self._metrics.events_published.inc(len(positions))
         return len(positions)
@@ -94,6 +95,8 @@ class OutboxRelay:
                 .where(OutboxMessage.position.in_(candidates.scalar_subquery()))
                 .values(claimed_until=now + self._claim)
                 .returning(OutboxMessage.position, OutboxMessage.body)
+                # No OutboxMessage is loaded in these sessions: nothing to keep in step.
+                .execution_options(synchronize_session=False)
             )
             rows = sorted((position, body) for position, body in result.all())
         return rows

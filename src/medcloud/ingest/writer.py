@@ -79,7 +79,9 @@ def collected(job: Job, stored: Sequence[Row], *, patient_id: str | None) -> Rea
     samples = tuple(
         Sample.model_construct(timestamp=t, measurements=m) for t, m in sorted(by_time.items())
     )
-    return ReadingsCollected(
+    # Built from rows the gate passed, so not validated again: a batch's event carries hundreds
+    # of samples.
+    return ReadingsCollected.model_construct(
         organisation_id=job.organisation_id,
         device_id=job.device_id,
         patient_id=patient_id,

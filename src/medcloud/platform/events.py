@@ -38,17 +38,26 @@ class Envelope(BaseModel):
     # validated once and shared.
     _opened: dict[builtins.type[Event], Event] = PrivateAttr(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        # The same envelope, whether or not it has been opened here: the cache is no part of it.
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
     @classmethod
     def wrap(cls, event: Event, *, occurred_at: dt.datetime) -> Envelope:
         """Put `event` in a new envelope."""
         payload = event.model_dump(mode="json", exclude={"organisation_id"})
-        return cls(
+        envelope = cls(
             type=event.routing_key,
             version=event.version,
             occurred_at=occurred_at,
             organisation_id=event.organisation_id,
             payload=payload,
         )
+        # Opening it would rebuild an equal event from the payload: keep the one in hand.
+        envelope._opened[type(event)] = event
+        return envelope
 
     def open(self, event_type: builtins.type[E]) -> E:
         """Return the event inside, as `event_type`."""

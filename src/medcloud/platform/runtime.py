@@ -57,8 +57,8 @@ class Runtime:
         return True
 
     def uow(self) -> UnitOfWork:
-        """Start a new unit of work; its commit wakes the local relay."""
-        return UnitOfWork(self.write_sessions, clock=self.clock, on_commit=self.relay.wake)
+        """Start a new unit of work; its commit hands its events to the local relay."""
+        return UnitOfWork(self.write_sessions, clock=self.clock, on_commit=self.relay.committed)
 
     def dependencies(self) -> dict[str, Any]:
         """Name what handlers and hooks may ask for as keyword-only parameters."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,7 +29,7 @@ class UnitOfWork:
         sessions: async_sessionmaker[AsyncSession],
         *,
         clock: Clock,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Sequence[Envelope]], None] = lambda _: None,
     ) -> None:
         self._sessions = sessions
         self._on_commit = on_commit
@@ -70,24 +70,25 @@ class UnitOfWork:
         self._events.append(event)
 
     async def commit(self) -> None:
-        """Write pending events to the outbox and commit the whole transaction."""
+        """Write pending events to the outbox and commit the whole transaction; then hand the
+        committed envelopes to `on_commit` (the local relay)."""
+        envelopes: list[Envelope] = []
         if self._events:
             now = self.clock.now()
-            rows: list[dict[str, Any]] = []
-            for event in self._events:
-                envelope = Envelope.wrap(event, occurred_at=now)
-                rows.append(
-                    {
-                        "event_id": envelope.id,
-                        "routing_key": envelope.type,
-                        "body": envelope.to_bytes().decode(),
-                        "created_at": now,
-                    }
-                )
+            envelopes = [Envelope.wrap(event, occurred_at=now) for event in self._events]
+            rows = [
+                {
+                    "event_id": envelope.id,
+                    "routing_key": envelope.type,
+                    "body": envelope.to_bytes().decode(),
+                    "created_at": now,
+                }
+                for envelope in envelopes
+            ]
             await self.session.execute(insert(OUTBOX), rows)
             self._events = []
         await self.session.commit()
-        self._on_commit()
+        self._on_commit(envelopes)
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

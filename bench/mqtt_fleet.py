@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from medcloud.platform.mqtt import ack_topic, telemetry_topic
+from medcloud.platform.mqtt import ack_topic, share_property_tables, telemetry_topic
 
 PROBE = b"probe"
 PROBE_EVERY_SECONDS = 2.0
@@ -149,6 +149,7 @@ class Fleet:
         probe: bytes,
         window: int,
     ) -> None:
+        share_property_tables()  # as the ingest worker does: the fleet pays for properties too
         self.tally = Tally()
         self.sending = False
         self._port = port

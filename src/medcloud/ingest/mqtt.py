@@ -43,6 +43,7 @@ from medcloud.platform.mqtt import (
     ack_topic,
     device_of,
     properties,
+    share_property_tables,
     shared_telemetry,
 )
 from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
@@ -257,6 +258,7 @@ class Subscriber:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay subscribed until `stop`, reconnecting with backoff when the broker goes away."""
+        share_property_tables()
         delay = RECONNECT_FIRST_SECONDS
         admin = dynamic_security(self._settings)
         provisioned = admin is None or not self._address.username

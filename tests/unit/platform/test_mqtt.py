@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
 from medcloud.platform.dynsec import BrokerUnavailable, _answers, failed, require
-from medcloud.platform.mqtt import BrokerAddress, ack_topic, device_of, shared_telemetry
+from medcloud.platform.mqtt import (
+    BrokerAddress,
+    ack_topic,
+    device_of,
+    properties,
+    share_property_tables,
+    shared_telemetry,
+)
 
 
 def test_a_broker_url_names_host_port_tls_and_credentials() -> None:
@@ -46,3 +55,25 @@ def test_a_refused_command_raises_unless_its_error_is_expected() -> None:
     with pytest.raises(BrokerUnavailable) as raised:
         require(exists)
     assert raised.value.permanent and raised.value.status == 503
+
+
+def test_properties_sharing_their_tables_still_pack_unpack_and_check_as_paho_does() -> None:
+    from paho.mqtt.exception import MQTTException
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    share_property_tables()
+    share_property_tables()  # a second call changes nothing
+    one, two = properties("PUBLISH"), properties("PUBLISH")
+    assert one.names is two.names
+    one.CorrelationData = b"42"
+    one.UserProperty = ("content-encoding", "gzip")
+    assert not hasattr(two, "CorrelationData")
+    read: Any = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    read.unpack(one.pack())  # type: ignore[no-untyped-call]
+    assert read.CorrelationData == b"42"
+    assert read.UserProperty == [("content-encoding", "gzip")]
+    with pytest.raises(MQTTException):
+        properties("PUBLISH").NoSuchProperty = 1
+    with pytest.raises(MQTTException):
+        properties("PUBLISH").SessionExpiryInterval = 60  # a CONNECT property

@@ -83,7 +83,11 @@ class IngestSettings(BaseModel):
     writer_batch_rows: int = 5000
     """The micro-batch writer commits once this many rows are waiting."""
     writer_batch_ms: float = 10.0
-    """…or once the oldest waiting row has waited this long."""
+    """…or once no new rows have arrived for this long, or a request has waited this long…"""
+    writer_stream_batch_ms: float = 200.0
+    """…or an MQTT message has waited this long: devices keep several messages in flight, so
+    theirs may wait for more to share a batch, and a steady stream is committed in fewer, larger
+    batches, each paying for its transaction and events once."""
     writer_max_pending_rows: int = 200_000
     """Rows waiting for the writer beyond which HTTP answers 503 with Retry-After."""
     partitions_ahead_months: int = 3

@@ -101,6 +101,8 @@ async def receive_message(
             devices=devices,
             transport=TRANSPORT,
             writer=writer,
+            # The device has more messages in flight: this one may wait to share a batch.
+            wait_ms=settings.ingest.writer_stream_batch_ms,
         )
     # The same quarantine HTTP keeps; receive_readings itself is HTTP's (its metrics say so).
     await service.refuse(

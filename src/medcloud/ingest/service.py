@@ -174,12 +174,14 @@ async def ingest_readings(
     devices: DeviceDirectory,
     transport: str = "http",
     writer: ReadingWriter | None = None,
+    wait_ms: float | None = None,
 ) -> IngestResult:
     """Store a device's readings all or nothing, and publish the newly stored ones.
 
     Refused readings are kept in quarantine with their reasons before the refusal is raised.
-    With a running `writer` the rows share a micro-batch transaction with other requests';
-    either way this returns only after they are committed.
+    With a running `writer` the rows share a micro-batch transaction with other requests' (and
+    may wait up to `wait_ms` for them, see `ReadingWriter.submit`); either way this returns only
+    after they are committed.
     """
     device = authorize_device_write(principal, device_id)
     now = uow.clock.now()
@@ -203,6 +205,7 @@ async def ingest_readings(
                 organisation_id=device.organisation_id,
                 device_id=device.device_id,
                 received_at=now,
+                wait_ms=wait_ms,
             )
         except Backlogged as exc:
             metrics.readings_rejected.labels(transport, "backpressure").inc(len(rows))

@@ -1,16 +1,19 @@
 """The micro-batch writer: many requests' readings committed in one transaction.
 
 Each request hands its rows over and waits; the writer commits whatever is waiting once
-`batch_rows` rows are queued or `batch_ms` has passed, publishes one `device.data.collected`
-event per request in that same transaction, and only then resolves each request's future —
-so a 201 still means "committed". When more than `max_pending_rows` wait, new work is refused
-at once (the transport answers 503 + Retry-After) instead of queueing without bound.
+`batch_rows` rows are queued, once no new rows have arrived for `batch_ms`, or once a waiting
+job is due (`batch_ms` after it came, unless its sender allows longer), publishes one
+`device.data.collected` event per device and patient in that same transaction, and only then
+resolves each request's future — so a 201 still means "committed". When more than
+`max_pending_rows` wait, new work is refused at once (the transport answers 503 + Retry-After)
+instead of queueing without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -41,6 +44,8 @@ class Job:
     received_at: dt.datetime
     rows: list[Row]
     future: asyncio.Future[list[Row]] = field(repr=False)
+    due: float = 0.0
+    """When (time.monotonic) the job should be committed at the latest, rows arriving or not."""
 
 
 async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[list[Row]]:
@@ -109,6 +114,9 @@ class ReadingWriter:
         self._metrics = metrics
         self._batch_rows = batch_rows
         self._linger = batch_ms / 1000
+        self._queued_rows = 0
+        self._arrivals = 0
+        self._due = math.inf
         self._max_pending = max_pending_rows
         self._flushers = max(1, flushers)
         self._queue: deque[Job] = deque()
@@ -133,16 +141,26 @@ class ReadingWriter:
         organisation_id: str,
         device_id: str,
         received_at: dt.datetime,
+        wait_ms: float | None = None,
     ) -> list[Row]:
-        """Queue rows and wait until they are committed; return those that were new."""
+        """Queue rows and wait until they are committed; return those that were new.
+
+        `wait_ms` is how long these rows may wait for others to share their batch while rows
+        keep arriving (default `batch_ms`): a sender that is not waiting on the answer to send
+        its next rows, such as an MQTT device with messages in flight, can allow more.
+        """
         if not self._running:
             raise Backlogged("the writer is not running")
         # An empty writer takes any request, however large, so no batch is refused forever.
         if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
             raise Backlogged(f"{self._pending_rows} rows are waiting to be written")
         future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
-        job = Job(organisation_id, device_id, received_at, rows, future)
-        self._queue.append(job)
+        patience = self._linger if wait_ms is None else max(wait_ms / 1000, self._linger)
+        due = time.monotonic() + patience
+        self._queue.append(Job(organisation_id, device_id, received_at, rows, future, due))
+        self._due = min(self._due, due)
+        self._queued_rows += len(rows)
+        self._arrivals += 1
         self._pending_rows += len(rows)
         self._metrics.ingest_writer_pending.set(self._pending_rows)
         self._wake.set()
@@ -161,6 +179,7 @@ class ReadingWriter:
                 job = self._queue.popleft()
                 if not job.future.done():
                     job.future.set_exception(Backlogged("the writer stopped"))
+            self._queued_rows = 0
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -174,17 +193,39 @@ class ReadingWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            queued = sum(len(job.rows) for job in self._queue)
-            if queued < self._batch_rows and self._linger > 0 and not stop.is_set():
-                await asyncio.sleep(self._linger)
+            if self._queued_rows < self._batch_rows and self._linger > 0 and not stop.is_set():
+                await self._gather(stop)
             jobs, rows = [], 0
             while self._queue and rows < self._batch_rows:
                 job = self._queue.popleft()
                 jobs.append(job)
                 rows += len(job.rows)
+            self._queued_rows -= rows
+            self._due = min((job.due for job in self._queue), default=math.inf)
             if self._queue:
                 self._wake.set()  # another flusher may take the rest
             await self._flush(jobs, rows)
+
+    async def _gather(self, stop: asyncio.Event) -> None:
+        """Let more rows join the batch: until none arrive for `batch_ms`, the batch is full,
+        or a waiting job is due.
+
+        A lull ends the wait at once, and HTTP requests, whose senders wait for the answer, are
+        due `batch_ms` after they come. Rows of a steady MQTT stream may wait longer: they
+        fill bigger batches, and what each batch costs whatever its size — a transaction, its
+        events, the relay's and each consumer's transaction — is paid less often, when the
+        process is busiest.
+        """
+        while True:
+            arrivals = self._arrivals
+            await asyncio.sleep(max(0.0, min(self._linger, self._due - time.monotonic())))
+            if (
+                self._arrivals == arrivals
+                or self._queued_rows >= self._batch_rows
+                or time.monotonic() >= self._due
+                or stop.is_set()
+            ):
+                return
 
     async def _flush(self, jobs: list[Job], rows: int) -> None:
         started = time.perf_counter()

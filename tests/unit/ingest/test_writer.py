@@ -25,9 +25,11 @@ def rows(device: str, n: int) -> list[Row]:
     ]
 
 
-async def submit(writer: ReadingWriter, device: str, n: int) -> list[Row]:
+async def submit(
+    writer: ReadingWriter, device: str, n: int, wait_ms: float | None = None
+) -> list[Row]:
     return await writer.submit(
-        rows(device, n), organisation_id="o", device_id=device, received_at=T
+        rows(device, n), organisation_id="o", device_id=device, received_at=T, wait_ms=wait_ms
     )
 
 
@@ -96,3 +98,72 @@ async def test_a_stopped_writer_refuses_new_work(batches: FakeStore) -> None:
     with pytest.raises(Backlogged):
         await submit(writer, "a", 1)
     assert batches.batches == []
+
+
+async def test_a_steady_stream_is_gathered_into_one_batch_until_it_pauses(
+    batches: FakeStore,
+) -> None:
+    writer, stop = make(batch_ms=40), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    sent = []
+    for i in range(8):  # each arrives well within batch_ms of the one before
+        sent.append(asyncio.create_task(submit(writer, f"d{i}", 1, wait_ms=60_000)))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*sent)
+    assert batches.batches == [[f"d{i}" for i in range(8)]]
+    stop.set()
+    await task
+
+
+async def test_a_lone_message_is_committed_after_the_lull_not_its_patience(
+    batches: FakeStore,
+) -> None:
+    writer, stop = make(batch_ms=5), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        assert len(await submit(writer, "d1", 2, wait_ms=60_000)) == 2
+    stop.set()
+    await task
+
+
+async def test_a_request_is_committed_when_due_even_while_messages_keep_arriving(
+    batches: FakeStore,
+) -> None:
+    writer, stop = make(batch_ms=40), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    streaming = True
+
+    async def stream() -> None:
+        i = 0
+        while streaming:
+            asyncio.create_task(submit(writer, f"m{i}", 1, wait_ms=60_000))
+            i += 1
+            await asyncio.sleep(0.01)
+
+    streamer = asyncio.create_task(stream())
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        assert len(await submit(writer, "request", 1)) == 1  # due 40 ms after it came
+    streaming = False
+    await streamer
+    assert "request" in batches.batches[0]
+    stop.set()
+    await task
+
+
+async def test_a_stream_that_never_pauses_is_committed_when_its_oldest_is_due(
+    batches: FakeStore,
+) -> None:
+    writer, stop = make(batch_ms=40), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    sent = []
+    for i in range(40):  # 400 ms of arrivals 10 ms apart, each allowed to wait 100 ms
+        sent.append(asyncio.create_task(submit(writer, f"d{i}", 1, wait_ms=100)))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*sent)
+    assert len(batches.batches) >= 2
+    committed = sorted(device for batch in batches.batches for device in batch)
+    assert committed == sorted(f"d{i}" for i in range(40))
+    stop.set()
+    await task

@@ -50,10 +50,12 @@ def serve(
     from medcloud.app import create_app
     from medcloud.config import Settings
     from medcloud.platform.logging import configure_logging
+    from medcloud.platform.process import tune_garbage_collector
 
     settings = Settings()
     configure_logging(settings.log_level)
     application = create_app(settings, _contexts(contexts), workers=workers)
+    tune_garbage_collector(settings.gc_young_threshold)
     uvicorn.run(
         application,
         host=host,
@@ -71,9 +73,11 @@ def worker(contexts: ContextsOpt = ",".join(ALL_CONTEXTS)) -> None:
     from medcloud.bootstrap import Lifecycle, bootstrap, load_contexts
     from medcloud.config import Settings
     from medcloud.platform.logging import configure_logging
+    from medcloud.platform.process import tune_garbage_collector
 
     settings = Settings()
     configure_logging(settings.log_level)
+    tune_garbage_collector(settings.gc_young_threshold)
 
     async def run() -> None:
         lifecycle = Lifecycle(bootstrap(settings), load_contexts(_contexts(contexts)))

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     """Apply database migrations when the server starts."""
     db_pool_size: int = 10
     """Connections per process in the PostgreSQL pool."""
+    gc_young_threshold: int = 50_000
+    """Allocations between the garbage collector's young passes in `serve` and `worker`
+    (CPython's default is 700, which costs a busy ingest process much of its CPU); 0 keeps
+    CPython's defaults."""
 
     service_name: str = "medcloud"
     """Name reported in logs and the X-Service-Version header."""

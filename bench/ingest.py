@@ -3,11 +3,13 @@
     medcloud bench ingest --transport http --devices 20 --seconds 60 --batch 500
     medcloud bench ingest --transport http --devices 50 --seconds 60 --batch 1
     medcloud bench ingest --transport mqtt --devices 200 --seconds 60
+    medcloud bench ingest --transport mqtt --devices 100 --seconds 60 --instants 5
 
 (`.venv/bin/python -m bench.ingest …` is the same.) By default each run starts a deployment of
 its own — a new PostgreSQL database, `medcloud serve`, and for MQTT a Mosquitto on a free port
-with `medcloud worker` subscribed to it — and stops it afterwards. `--url` drives a deployment
-that is already running instead (`--admin`, `--database` and `--pid` tell how to reach it).
+that `serve` (and any `--workers`) subscribes to — and stops it afterwards. `--url` drives a
+deployment that is already running instead (`--admin`, `--database` and `--pid` tell how to
+reach it).
 
 Prints one JSON object: readings/s accepted and stored, p50/p99 latency from send to stored,
 CPU and peak memory of the server processes and, from the same run, the rate of a raw

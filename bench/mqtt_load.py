@@ -37,8 +37,6 @@ from bench.deployment import (
 from bench.http_load import MEASUREMENTS
 from bench.mqtt_fleet import Fleet, instant_body
 
-ADMIN = "medcloud-admin"
-
 SAMPLE_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 120.0
 
@@ -120,7 +118,7 @@ async def measure(
 
 def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
     """Start a broker, a server and the ingest workers on a new database; measure; stop them."""
-    from tests.support.mosquitto import running_broker
+    from tests.support.mosquitto import ADMIN, running_broker
 
     with (
         fresh_database(args.postgres) as dsn,
@@ -133,7 +131,7 @@ def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
         run = f"medcloud_bench_{uuid.uuid4().hex[:8]}"
         topology = {
             "MEDCLOUD_MQTT__URL": broker.worker_url,
-            "MEDCLOUD_MQTT__ADMIN_USERNAME": ADMIN,
+            "MEDCLOUD_MQTT__ADMIN_USERNAME": ADMIN,  # the broker's dynamic-security admin
             "MEDCLOUD_MQTT__ADMIN_PASSWORD": broker.admin_password,
         }
         rabbit = bool(args.workers) and args.bus == "rabbitmq"

@@ -57,6 +57,7 @@ def bootstrap(
     # Imported here: contexts implement the published interfaces the platform hands out.
     from medcloud.devices.directory import SqlDeviceDirectory
     from medcloud.identity.directory import SqlCareDirectory, SqlPatientDirectory
+    from medcloud.ingest.directory import SqlReadingHistory
 
     clock = clock or SystemClock()
     configure_password_hashing(
@@ -112,6 +113,7 @@ def bootstrap(
         devices=SqlDeviceDirectory(read_sessions, clock),
         patients=SqlPatientDirectory(read_sessions),
         care=SqlCareDirectory(read_sessions, clock),
+        readings=SqlReadingHistory(read_sessions),
         objects=objects or create_object_store(settings),
     )
 

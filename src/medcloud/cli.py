@@ -282,19 +282,55 @@ def bench_ingest(ctx: typer.Context) -> None:
     Options: --transport http|mqtt --devices N --seconds S [--batch B] [--url URL …];
     `medcloud bench ingest --help` lists them all.
     """
-    # The benchmark lives in the checkout's bench/ package, beside src/, not in the wheel.
-    checkout = Path(__file__).resolve().parents[2]
-    if not (checkout / "bench" / "ingest.py").is_file():
-        raise typer.BadParameter("the benchmark runs from a source checkout (bench/ not found)")
-    sys.path.insert(0, str(checkout))
+    _checkout_bench("ingest")
     from bench.ingest import main as run_bench
 
     run_bench(ctx.args)
 
 
+def _checkout_bench(name: str) -> None:
+    # The benchmarks live in the checkout's bench/ package, beside src/, not in the wheel.
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "bench" / f"{name}.py").is_file():
+        raise typer.BadParameter("the benchmark runs from a source checkout (bench/ not found)")
+    sys.path.insert(0, str(checkout))
+
+
+@bench_app.command(
+    "alarms",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_alarms(ctx: typer.Context) -> None:
+    """Drive readings with about 1 % abnormal and print alarm latency and correctness as JSON.
+
+    Options: --deployment embedded|services --rate R --seconds S --patients N;
+    `medcloud bench alarms --help` lists them all.
+    """
+    _checkout_bench("alarms")
+    from bench.alarms import main as run_bench
+
+    run_bench(ctx.args)
+
+
+@bench_app.command(
+    "forecast",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_forecast(ctx: typer.Context) -> None:
+    """Backtest forecasts on simulated patients; print MAE beside a last-value baseline."""
+    _checkout_bench("forecast")
+    from bench.forecast import main as run_bench
+
+    run_bench(ctx.args)
+
+
 def _mount_subcommands() -> None:
+    from medcloud.analytics.cli import analytics_app
     from medcloud.audit.cli import audit_app
 
+    app.add_typer(analytics_app, name="analytics")
     app.add_typer(audit_app, name="audit")
     app.add_typer(bench_app, name="bench")
 

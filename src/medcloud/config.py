@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
@@ -9,12 +10,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class AlertSettings(BaseModel):
-    """Thresholds of the built-in alert rules."""
+    """The built-in (default) alarm rules and the alarm lifecycle's limits."""
 
     heart_rate_low: float = 40.0
-    """Heart rate (bpm) below which an alert is raised."""
+    """Heart rate (bpm) below which the default rule raises a high-priority alarm."""
     heart_rate_high: float = 120.0
-    """Heart rate (bpm) above which an alert is raised."""
+    """Heart rate (bpm) above which the default rule raises a high-priority alarm."""
+    freshness_seconds: float = 300.0
+    """Only readings measured within this long of now raise or resolve a live alarm; older
+    (backfilled) readings are stored and scored but page no one."""
+    max_silence_seconds: float = 120.0
+    """Longest an alarm may be silenced (audio paused) at once."""
+    news2_window_seconds: float = 900.0
+    """NEWS2 takes each measured vital sign from within this long before its newest one."""
+    news2_charted_window_seconds: float = 43_200.0
+    """…and consciousness (ACVPU) and oxygen, which nurses chart less often, from this long."""
+    advisory_check_seconds: float = 60.0
+    """How often predicted crossings, missing data and the anomaly model are checked (off the
+    live path); 0 turns the check off."""
+    forecast_history_hours: float = 3.0
+    """History a forecast is fitted on."""
+    forecast_horizon_minutes: float = 30.0
+    """How far ahead the predicted-crossing rule looks by default."""
 
 
 class BusSettings(BaseModel):
@@ -247,6 +264,8 @@ class Settings(BaseSettings):
 
     max_future_skew_seconds: float = 300.0
     """Readings stamped further in the future than this are rejected."""
+    earliest_reading: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    """Readings stamped before this are rejected (an unset device clock reads 1970 or 1900)."""
     max_batch_readings: int = 10_000
     """Readings accepted in one request."""
     device_cache_seconds: float = 30.0
@@ -255,7 +274,7 @@ class Settings(BaseSettings):
     """A device that reported within this window counts as active."""
 
     alerts: AlertSettings = Field(default_factory=AlertSettings)
-    """Built-in alert rule thresholds."""
+    """Default alarm rules, freshness, silencing and NEWS2 windows."""
     bus: BusSettings = Field(default_factory=BusSettings)
     """Event delivery tuning."""
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -29,24 +29,34 @@ async def count(api: Api, query: object) -> int:
 
 
 async def send_batches(api: Api, device: dict[str, object], first: int, batches: int) -> int:
-    """Send `batches` batches of 10 tachycardic readings; return how many readings were sent."""
-    base = now() - dt.timedelta(hours=2)
+    """Send `batches` batches, each a tachycardic episode that ends (so each raises one alarm,
+    resolved within the batch); return how many alarms they must raise."""
+    base = now() - dt.timedelta(minutes=10)
     for b in range(first, first + batches):
         batch = [
-            reading(base + dt.timedelta(seconds=b * 10 + i), heart_rate=130 + i) for i in range(10)
+            reading(base + dt.timedelta(seconds=b + i * 0.1), heart_rate=130 + i) for i in range(9)
         ]
+        batch.append(reading(base + dt.timedelta(seconds=b + 0.9), heart_rate=70))
         response = await api.send(device, {"readings": batch})
         assert response.status_code == 201, response.text
-    return batches * 10
+    return batches
 
 
 async def test_committed_events_survive_a_killed_worker_and_apply_once(
     settings: Settings, tmp_path: Path
 ) -> None:
+    # The readings are minutes old by the time the worker gets to them: still live for alarms.
     settings = settings.model_copy(
-        update={"bus": settings.bus.model_copy(update={"relay_claim_seconds": 1.0})}
+        update={
+            "bus": settings.bus.model_copy(update={"relay_claim_seconds": 1.0}),
+            "alerts": settings.alerts.model_copy(update={"freshness_seconds": 3600.0}),
+        }
     )
-    env = settings_env(settings, MEDCLOUD_BUS__RELAY_CLAIM_SECONDS="1.0")
+    env = settings_env(
+        settings,
+        MEDCLOUD_BUS__RELAY_CLAIM_SECONDS="1.0",
+        MEDCLOUD_ALERTS__FRESHNESS_SECONDS="3600",
+    )
     log = tmp_path / "worker.log"
     alerts = select(func.count()).select_from(Alert)
     async with running(settings, workers=False) as api:

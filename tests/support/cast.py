@@ -36,6 +36,8 @@ class Cast:
     firmware: dict[str, Any] = field(default_factory=dict)
     """St Mary's PulseOx 2 model, a verified image in a campaign for Peter's oximeter, and an
     image announced but not uploaded (its bytes are FIRMWARE_PAYLOAD, as httpx sends JSON)."""
+    ids: dict[str, str] = field(default_factory=dict)
+    """Ids of further objects a test made for the cast (an alarm, a rule), by path parameter."""
 
     def auth(self, name: str) -> dict[str, str]:
         """The Authorization header of a cast member (a person or a device)."""

@@ -1,9 +1,10 @@
-"""Analytics: alert rules evaluated on the stream of stored readings."""
+"""Analytics: alarm rules and the alarm lifecycle, NEWS2, forecasts and the anomaly model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from medcloud.analytics.advisories import watch_advisories
 from medcloud.analytics.api import router
 from medcloud.analytics.handlers import SUBSCRIPTIONS
 from medcloud.platform.context import Context
@@ -13,4 +14,5 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
+    background=(watch_advisories,),
 )

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medcloud.analytics import service
-from medcloud.analytics.rules import threshold_rules
+from medcloud.analytics import evaluation, service
 from medcloud.config import Settings
 from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
 from medcloud.ingest.events import ReadingsCollected
 from medcloud.platform.bus import Subscription
+from medcloud.platform.directory import PatientDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWork
 
 
 async def evaluate_readings(
-    events: Sequence[ReadingsCollected], *, uow: UnitOfWork, settings: Settings, metrics: Metrics
+    events: Sequence[ReadingsCollected],
+    *,
+    uow: UnitOfWork,
+    settings: Settings,
+    patients: PatientDirectory,
+    metrics: Metrics,
 ) -> None:
-    """Run the alert rules over newly stored readings."""
-    rules = threshold_rules(settings.alerts)
-    await service.raise_alerts(uow=uow, rules=rules, readings=events, metrics=metrics)
+    """Run the alarm rules and NEWS2 over newly stored readings."""
+    await evaluation.evaluate_readings(
+        uow=uow, settings=settings, patients=patients, metrics=metrics, batches=events
+    )
 
 
 async def record_technical_alert(event: DeviceAlertRaised, *, uow: UnitOfWork) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from medcloud.audit import service
 from medcloud.audit.keys import signer_for
 from medcloud.config import Settings
@@ -10,14 +12,16 @@ from medcloud.platform.bus import Subscription
 from medcloud.platform.uow import UnitOfWork
 
 
-async def append_audit_entry(event: AuditRecorded, *, uow: UnitOfWork, settings: Settings) -> None:
-    """Chain one audited fact onto the log."""
-    await service.append_entry(
+async def append_audit_entry(
+    events: Sequence[AuditRecorded], *, uow: UnitOfWork, settings: Settings
+) -> None:
+    """Chain audited facts onto the log, in the order they arrived."""
+    await service.append_entries(
         uow=uow,
-        event=event,
+        events=events,
         signer=signer_for(settings),
         checkpoint_every=settings.audit.checkpoint_every,
     )
 
 
-SUBSCRIPTIONS = (Subscription(AuditRecorded, append_audit_entry),)
+SUBSCRIPTIONS = (Subscription(AuditRecorded, append_audit_entry, batched=True),)

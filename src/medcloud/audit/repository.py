@@ -55,6 +55,14 @@ async def has_event(session: AsyncSession, event_id: str) -> bool:
     return bool(await session.scalar(select(exists().where(AuditEntry.event_id == event_id))))
 
 
+async def present_events(session: AsyncSession, event_ids: Sequence[str]) -> set[str]:
+    """Return which of these events are already in the chain."""
+    rows = await session.scalars(
+        select(AuditEntry.event_id).where(AuditEntry.event_id.in_(event_ids))
+    )
+    return set(rows.all())
+
+
 async def head(session: AsyncSession) -> Seal | None:
     """Return the signed head, if any."""
     row = await session.scalar(select(AuditHead).where(AuditHead.id == HEAD_ID))

@@ -64,23 +64,50 @@ async def append_entry(
     *, uow: UnitOfWork, event: AuditRecorded, signer: chain.Signer, checkpoint_every: int
 ) -> int | None:
     """Chain `event` onto the log and re-sign the head; return its position, None if present."""
+    positions = await append_entries(
+        uow=uow, events=[event], signer=signer, checkpoint_every=checkpoint_every
+    )
+    return positions[0] if positions else None
+
+
+async def append_entries(
+    *,
+    uow: UnitOfWork,
+    events: Sequence[AuditRecorded],
+    signer: chain.Signer,
+    checkpoint_every: int,
+) -> list[int]:
+    """Chain events onto the log in order, skipping those present, and sign the new head once;
+    return the positions given.
+
+    The chain takes one writer at a time (a lock per transaction): appending a batch under one
+    lock keeps the log's throughput that of its transactions, not of its entries.
+    """
     session = uow.session
     await repository.lock_chain(session)
-    event_id = event_fingerprint(event)
-    if await repository.has_event(session, event_id):
-        return None
+    fingerprints = [event_fingerprint(event) for event in events]
+    present = await repository.present_events(session, fingerprints)
     position, prev_hash = await _tail(session)
     now = uow.clock.now()
-    entry = chain.link(
-        _record(event, event_id=event_id, recorded_at=now),
-        position=position + 1,
-        prev_hash=prev_hash,
-    )
-    repository.add_entry(session, entry)
-    if checkpoint_every > 0 and entry.position % checkpoint_every == 0:
-        repository.add_checkpoint(session, signer.seal_checkpoint(entry, at=now))
-    await repository.save_head(session, signer.seal_head(entry, at=now))
-    return entry.position
+    positions: list[int] = []
+    entry = None
+    for event, event_id in zip(events, fingerprints, strict=True):
+        if event_id in present:
+            continue
+        present.add(event_id)
+        entry = chain.link(
+            _record(event, event_id=event_id, recorded_at=now),
+            position=position + 1,
+            prev_hash=prev_hash,
+        )
+        repository.add_entry(session, entry)
+        if checkpoint_every > 0 and entry.position % checkpoint_every == 0:
+            repository.add_checkpoint(session, signer.seal_checkpoint(entry, at=now))
+        position, prev_hash = entry.position, entry.hash
+        positions.append(position)
+    if entry is not None:
+        await repository.save_head(session, signer.seal_head(entry, at=now))
+    return positions
 
 
 async def _tail(session: AsyncSession) -> tuple[int, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.identity import repository
@@ -26,6 +28,19 @@ class SqlPatientDirectory:
         if patient is None:
             return None
         return PatientRef(patient.id, patient.organisation_id, patient.ward_id)
+
+    async def wards(self, patient_ids: Sequence[str]) -> dict[str, str | None]:
+        """Return the ward of each known patient (None: in no ward), in one look-up."""
+        if not patient_ids:
+            return {}
+        async with self._sessions() as session:
+            return await repository.patient_wards(session, patient_ids)
+
+    async def has_ward(self, organisation_id: str, ward_id: str) -> bool:
+        """Tell whether the organisation has this ward."""
+        async with self._sessions() as session:
+            found = await repository.wards_in_organisation(session, organisation_id, [ward_id])
+        return ward_id in found
 
 
 class SqlCareDirectory:

@@ -175,6 +175,14 @@ async def get_patient(session: AsyncSession, patient_id: str) -> Patient | None:
     return await session.get(Patient, patient_id)
 
 
+async def patient_wards(session: AsyncSession, patient_ids: Sequence[str]) -> dict[str, str | None]:
+    """Return the ward of each of these patients that exists."""
+    rows = await session.execute(
+        select(Patient.id, Patient.ward_id).where(Patient.id.in_(list(patient_ids)))
+    )
+    return dict(rows.all())
+
+
 async def patient_identifier_taken(
     session: AsyncSession, organisation_id: str, system: str, value: str
 ) -> bool:

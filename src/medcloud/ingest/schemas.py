@@ -10,6 +10,7 @@ from typing import Annotated, Any, Self
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -17,6 +18,18 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+
+def _text_timestamp(raw: Any) -> Any:
+    # Pydantic would read 1700000000 as seconds since 1970: a device that sends a counter or
+    # an uptime would then be stored at a plausible, wrong time.
+    if isinstance(raw, bool | int | float):
+        raise ValueError("a timestamp is an RFC 3339 string with a zone, not a number")
+    return raw
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_timestamp)]
+"""An RFC 3339 date-time with a zone; numbers are refused."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class ReadingIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     measurements: dict[Annotated[str, Field(max_length=40)], Value] = Field(
         min_length=1, max_length=64
     )
@@ -91,7 +104,7 @@ class ReadingsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime | None = None
+    timestamp: Timestamp | None = None
     measurements: dict[Annotated[str, Field(max_length=40)], Value] | None = Field(
         default=None, min_length=1, max_length=64
     )

@@ -15,7 +15,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from medcloud.config import Settings
 from medcloud.ingest import repository
-from medcloud.ingest.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
 from medcloud.ingest.decode import Problem, Undecodable, decode
 from medcloud.ingest.repository import Row
 from medcloud.ingest.schemas import (
@@ -34,6 +33,7 @@ from medcloud.ingest.schemas import (
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
 from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
+from medcloud.platform.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
 from medcloud.platform.directory import (
     CareDirectory,
     DeviceDirectory,
@@ -75,6 +75,9 @@ def gate(
         if reading.timestamp > latest:
             message = f"more than {settings.max_future_skew_seconds:g} s in the future"
             problems.append(Problem(FieldError(prefix + "timestamp", message), reading, "future"))
+        elif reading.timestamp < settings.earliest_reading:
+            message = f"before {settings.earliest_reading.isoformat()}: the device clock is unset"
+            problems.append(Problem(FieldError(prefix + "timestamp", message), reading, "past"))
         for code, measured in reading.measurements.items():
             field = f"{prefix}measurements.{code}"
             kind = CATALOGUE.get(code)

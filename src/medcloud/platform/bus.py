@@ -58,6 +58,11 @@ class Consumer:
         self._batched = subscription.batched
         self._uow_factory = uow_factory
 
+    @property
+    def batched(self) -> bool:
+        """Tell whether the handler takes many events at once (see `handle_many`)."""
+        return self._batched
+
     async def _apply(self, events: Sequence[Event], uow: UnitOfWork) -> None:
         if self._batched:
             await self._handler(events, uow=uow)

@@ -57,6 +57,14 @@ class PatientDirectory(Protocol):
         """Return the patient, or None."""
         ...
 
+    async def wards(self, patient_ids: Sequence[str]) -> dict[str, str | None]:
+        """Return the ward of each known patient (None: in no ward), in one look-up."""
+        ...
+
+    async def has_ward(self, organisation_id: str, ward_id: str) -> bool:
+        """Tell whether the organisation has this ward."""
+        ...
+
 
 @dataclass(frozen=True)
 class CareScope:
@@ -77,4 +85,21 @@ class CareDirectory(Protocol):
 
     async def scope(self, user_id: str, organisation_id: str, role: str) -> CareScope:
         """Return the user's current care scope."""
+        ...
+
+
+class ReadingHistory(Protocol):
+    """Read a patient's stored readings back. The ingest context implements it; analytics asks
+    it off the live path (forecasts, the anomaly model's training and scoring)."""
+
+    async def series(
+        self, patient_id: str, measurement: str, start: dt.datetime, end: dt.datetime
+    ) -> list[tuple[dt.datetime, float]]:
+        """Return the patient's readings of one type in [start, end), oldest first."""
+        ...
+
+    async def patients(
+        self, organisation_id: str | None, start: dt.datetime, end: dt.datetime
+    ) -> list[str]:
+        """Return the patients with readings in [start, end) (None: of every organisation)."""
         ...

@@ -90,7 +90,19 @@ class Metrics:
             registry=r,
         )
         self.alerts_raised = Counter(
-            "alerts_raised_total", "Alerts raised, by rule.", ["rule"], registry=r
+            "alerts_raised_total", "Alarms raised, by alarm condition.", ["rule"], registry=r
+        )
+        self.alarm_latency = Histogram(
+            "alarm_latency_seconds",
+            "From a reading's acceptance to the alarm it raised being stored.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.alarms_active = Gauge(
+            "alarms_active",
+            "Open (active or acknowledged) alarms, by priority.",
+            ["priority"],
+            registry=r,
         )
         self.events_published = Counter(
             "bus_events_published_total", "Events relayed from the outbox to the bus.", registry=r

@@ -22,6 +22,13 @@ class Action(StrEnum):
     READINGS_WRITE = "readings:write"
     READINGS_READ = "readings:read"
     ALERTS_READ = "alerts:read"
+    ALERTS_ACKNOWLEDGE = "alerts:acknowledge"
+    ALARM_RULES_READ = "alarm-rules:read"
+    ALARM_RULES_MANAGE = "alarm-rules:manage"
+    ALARM_FIGURES_READ = "alarm-figures:read"
+    SCORE_CALCULATE = "score:calculate"
+    SCORING_SET = "patient:scoring"
+    MODELS_READ = "models:read"
     PATIENT_READ = "patient:read"
     PATIENT_WRITE = "patient:write"
     BREAK_GLASS = "patient:break-glass"
@@ -36,6 +43,10 @@ CLINICAL = frozenset(
     {
         Action.READINGS_READ,
         Action.ALERTS_READ,
+        Action.ALERTS_ACKNOWLEDGE,
+        Action.ALARM_RULES_READ,
+        Action.ALARM_FIGURES_READ,
+        Action.SCORE_CALCULATE,
         Action.DEVICE_READ,
         Action.PATIENT_READ,
         Action.PATIENT_WRITE,
@@ -47,14 +58,22 @@ CLINICAL = frozenset(
 ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
     # Admins run their organisation; they see its clinical data (audited) but are no device and
     # need no break-glass, since nothing in their organisation is outside their reach.
-    Role.ADMIN: frozenset(Action) - {Action.READINGS_WRITE, Action.BREAK_GLASS},
-    Role.CLINICIAN: CLINICAL | {Action.BREAK_GLASS},
+    # The SpO2 scale of a patient is a clinical judgement, so it is the clinician's alone.
+    Role.ADMIN: frozenset(Action) - {Action.READINGS_WRITE, Action.BREAK_GLASS, Action.SCORING_SET},
+    Role.CLINICIAN: CLINICAL | {Action.BREAK_GLASS, Action.ALARM_RULES_MANAGE, Action.SCORING_SET},
     Role.NURSE: CLINICAL,
     # Technicians keep devices running; they never see readings, alerts or patients.
+    # The NEWS2 calculator reads no stored data: any signed-in user may use it.
     Role.TECHNICIAN: frozenset(
-        {Action.DEVICE_REGISTER, Action.DEVICE_READ, Action.WARD_READ, Action.PROFILE_READ}
+        {
+            Action.DEVICE_REGISTER,
+            Action.DEVICE_READ,
+            Action.WARD_READ,
+            Action.PROFILE_READ,
+            Action.SCORE_CALCULATE,
+        }
     ),
-    Role.AUDITOR: frozenset({Action.AUDIT_READ, Action.PROFILE_READ}),
+    Role.AUDITOR: frozenset({Action.AUDIT_READ, Action.PROFILE_READ, Action.SCORE_CALCULATE}),
 }
 
 DEVICE_PERMISSIONS = frozenset({Action.READINGS_WRITE})

@@ -7,7 +7,8 @@ Topology, for exchange `medical_data` and a consumer `analytics.raise_alerts`:
 - `….retry` holds failed deliveries for a per-message delay, then dead-letters them back to the
   consumer's queue; after `max_attempts` the event goes to `….dlq` with its reason.
 Publishing waits for publisher confirms with `mandatory`; a consumer acknowledges only after its
-own transaction has committed.
+own transaction has committed. A batched consumer (a monitor fleet's readings events) applies
+whatever has arrived meanwhile in one transaction and acknowledges it all after that commit.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class RabbitMQBus:
         if self._connection is None:
             raise RuntimeError("connect() first")
         channel = await self._connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self._prefetch)
+        # A batched consumer takes a batch per transaction: let enough wait to make one.
+        prefetch = max(self._prefetch, BATCH_PREFETCH) if consumer.batched else self._prefetch
+        await channel.set_qos(prefetch_count=prefetch)
         self._consumer_channels.append(channel)
         queue_name = f"{self._prefix}.{consumer.name}"
         exchange = await channel.get_exchange(self._exchange_name)
@@ -116,6 +119,11 @@ class RabbitMQBus:
             arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
         )
         await channel.declare_queue(f"{queue_name}.dlq", durable=True)
+
+        if consumer.batched:
+            batch = _Batch(self, channel, queue_name, consumer, most=prefetch)
+            await queue.consume(batch.add)
+            return
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await self._on_message(channel, queue_name, consumer, message)
@@ -179,6 +187,68 @@ class RabbitMQBus:
             ),
             routing_key=queue,
         )
+
+
+class _Batch:
+    """Messages of one batched consumer, applied together in one transaction.
+
+    A batch goes as soon as the consumer is free: messages that arrive while one batch is being
+    applied make up the next, so batches grow with the load and the wait stays one transaction.
+    A batch that fails is applied again message by message, so a poison event is retried and
+    dead-lettered alone.
+    """
+
+    def __init__(
+        self,
+        bus: RabbitMQBus,
+        channel: AbstractChannel,
+        queue_name: str,
+        consumer: Consumer,
+        *,
+        most: int,
+    ) -> None:
+        self._bus = bus
+        self._channel = channel
+        self._queue_name = queue_name
+        self._consumer = consumer
+        self._most = most
+        self._pending: list[AbstractIncomingMessage] = []
+        self._busy = asyncio.Lock()
+
+    async def add(self, message: AbstractIncomingMessage) -> None:
+        """Take a delivered message; apply it with the others waiting when the consumer is free."""
+        self._pending.append(message)
+        async with self._busy:
+            if self._pending:
+                await self._apply(self._pending[: self._most])
+
+    async def _apply(self, messages: list[AbstractIncomingMessage]) -> None:
+        del self._pending[: len(messages)]
+        opened: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in messages:
+            try:
+                opened.append((message, Envelope.from_bytes(message.body)))
+            except ValueError:
+                await self._bus._on_message(
+                    self._channel, self._queue_name, self._consumer, message
+                )
+        if not opened:
+            return
+        try:
+            await self._consumer.handle_many([envelope for _, envelope in opened])
+        except Exception as exc:  # noqa: BLE001  (retried one by one below)
+            log.info("event.batch.retry", consumer=self._consumer.name, error=type(exc).__name__)
+            for message, _ in opened:
+                await self._bus._on_message(
+                    self._channel, self._queue_name, self._consumer, message
+                )
+            return
+        for message, _ in opened:
+            await message.ack()
+
+
+BATCH_PREFETCH = 1000
+"""Unacknowledged messages a batched consumer may hold: its largest batch."""
 
 
 def _message(envelope: Envelope) -> aio_pika.Message:

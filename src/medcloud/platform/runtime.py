@@ -13,7 +13,12 @@ from medcloud.platform.bus import Bus
 from medcloud.platform.cache import Cache
 from medcloud.platform.clock import Clock
 from medcloud.platform.db import Database
-from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
+from medcloud.platform.directory import (
+    CareDirectory,
+    DeviceDirectory,
+    PatientDirectory,
+    ReadingHistory,
+)
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.objects import ObjectStore
 from medcloud.platform.outbox import OutboxRelay
@@ -38,6 +43,7 @@ class Runtime:
     devices: DeviceDirectory
     patients: PatientDirectory
     care: CareDirectory
+    readings: ReadingHistory
     objects: ObjectStore
     services: dict[str, Any] = field(default_factory=dict)
     """Services a context starts and owns (the ingest writer), by name. Start hooks put them
@@ -72,6 +78,7 @@ class Runtime:
             "devices": self.devices,
             "patients": self.patients,
             "care": self.care,
+            "readings": self.readings,
             "tokens": self.tokens,
             "objects": self.objects,
             "services": self.services,

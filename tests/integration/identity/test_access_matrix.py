@@ -8,6 +8,7 @@ finally by someone allowed (so a refusal is never an accident of a bad request).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ import jwt
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from medcloud.ingest.models import Reading
 from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.support.cast import Cast
-from tests.support.client import Api, reading
+from tests.support.client import Api, eventually, now, reading
 
 PUBLIC = {
     ("GET", "/health"),
@@ -81,7 +83,8 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
     },
     ("POST", "/api/v1/devices/{device_id}/credentials/rotate"): lambda _c: {"grace_seconds": 60},
     ("POST", "/api/v1/devices/{device_id}/credentials/revoke"): lambda _c: {},
-    ("POST", "/api/v1/devices/{device_id}/data"): lambda _c: reading(heart_rate=70),
+    # Abnormal, so Peter's alarm stays active for the routes that act on it.
+    ("POST", "/api/v1/devices/{device_id}/data"): lambda _c: reading(heart_rate=160),
     ("PATCH", "/api/v1/devices/{device_id}"): lambda _c: {"location": "Cardiology bay 4"},
     ("PUT", "/api/v1/devices/{device_id}/assignment"): lambda c: {
         "patient_id": c.patients["peter"]["id"]
@@ -114,6 +117,27 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
         "name": f"Campaign {unique()}",
         "image_id": c.firmware["image_id"],
     },
+    ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): lambda _c: None,
+    ("POST", "/api/v1/alerts/{alert_id}/silence"): lambda _c: {"seconds": 60},
+    ("POST", "/api/v1/alarm-rules"): lambda _c: {
+        "key": f"m{unique()}",
+        "kind": "threshold",
+        "measurement": "spo2",
+        "priority": "medium",
+        "low": 88,
+    },
+    ("PUT", "/api/v1/alarm-rules/{rule_id}"): lambda c: matrix_rule(c) | {"high": 140},
+    ("POST", "/api/v1/analytics/news2"): lambda _c: {
+        "respiratory_rate": 16,
+        "spo2": 97,
+        "spo2_scale": 1,
+        "supplemental_oxygen": False,
+        "systolic_bp": 125,
+        "pulse": 72,
+        "consciousness": "A",
+        "temperature": 37.0,
+    },
+    ("PUT", "/api/v1/patients/{patient_id}/news2-scale"): lambda _c: {"spo2_scale": 2},
     ("POST", "/api/v1/campaigns/{campaign_id}/pause"): lambda _c: None,
     ("POST", "/api/v1/campaigns/{campaign_id}/resume"): lambda _c: None,
     ("POST", "/api/v1/campaigns/{campaign_id}/cancel"): lambda _c: None,
@@ -122,6 +146,54 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
 
 def unique() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def matrix_rule(cast: Cast) -> dict[str, Any]:
+    """A rule for Peter alone, which the matrix reads, changes and deletes."""
+    return {
+        "key": "matrix_rule",
+        "kind": "threshold",
+        "scope": "patient",
+        "scope_id": cast.patients["peter"]["id"],
+        "measurement": "heart_rate",
+        "priority": "high",
+        "high": 150,
+    }
+
+
+async def peters_alarm_and_rule(api: Api, cast: Cast) -> dict[str, str]:
+    """Give Peter half an hour of history, an open alarm and a rule of his own; return ids."""
+    alice = cast.auth("alice_admin")
+    rule = await api.http.post("/api/v1/alarm-rules", json=matrix_rule(cast), headers=alice)
+    assert rule.status_code == 201, rule.text
+    # History from before the oximeter was assigned to him (a monitor he had on the ward
+    # earlier): written to the store directly, as no device of the cast measured him then.
+    oximeter = cast.devices["peters_oximeter"]
+    start = now() - dt.timedelta(minutes=40)
+    runtime = api.app.state.runtime
+    organisation_id = (await runtime.patients.get(cast.patients["peter"]["id"])).organisation_id
+    async with runtime.write_sessions() as session, session.begin():
+        session.add_all(
+            Reading(
+                organisation_id=organisation_id,
+                device_id=oximeter["id"],
+                patient_id=cast.patients["peter"]["id"],
+                type="heart_rate",
+                value=70 + i % 5,
+                unit="/min",
+                timestamp=start + dt.timedelta(minutes=i),
+                received_at=start + dt.timedelta(minutes=i),
+            )
+            for i in range(40)
+        )
+    assert (await api.send(oximeter, reading(heart_rate=160))).status_code == 201
+
+    async def alarm() -> list[dict[str, Any]]:
+        return await api.alerts(cast.tokens["alice_admin"], patient_id=cast.patients["peter"]["id"])
+
+    alarms = await eventually(alarm)
+    assert alarms, "Peter's alarm was not raised"
+    return {"alert_id": alarms[0]["id"], "rule_id": rule.json()["id"]}
 
 
 @dataclass(frozen=True)
@@ -140,6 +212,7 @@ class Endpoint:
                 "image_id": cast.firmware["image_id"],
                 "version": cast.firmware["pending_version"],
                 "campaign_id": cast.firmware["campaign_id"],
+                **cast.ids,
             },
         }[org]
         return self.path.format(**ids)
@@ -207,6 +280,7 @@ def st_marys_ids(cast: Cast) -> list[str]:
 
 
 async def test_every_route_is_covered_by_the_access_matrix(api: Api, cast: Cast) -> None:
+    cast.ids |= await peters_alarm_and_rule(api, cast)
     table = endpoints(api.app)
     documented = {
         (method.upper(), path)

@@ -1,4 +1,7 @@
-"""The catalogue of measurement types the data-quality gate accepts.
+"""The catalogue of measurement types: what the data-quality gate accepts and alarm rules name.
+
+It is shared vocabulary (ingest gates readings with it, analytics validates rules against it,
+interoperability maps codes to it), so it lives in the kernel as data, tested as a table.
 
 Ranges are what a living patient can physically present, not normal ranges: a heart rate of 0
 (asystole) or an SpO2 of 40 % are exactly the readings that must get through to raise alarms.
@@ -19,7 +22,8 @@ class MeasurementType:
     display: str
     unit: str
     loinc: str
-    mdc: str
+    mdc: str | None
+    """The IEEE 11073 term; None for what has none (charted observations)."""
     minimum: float
     maximum: float
 
@@ -74,6 +78,13 @@ CATALOGUE: dict[str, MeasurementType] = {
             60,
         ),
         MeasurementType("weight", "Body weight", "kg", "29463-7", "MDC_MASS_BODY_ACTUAL", 0.2, 650),
+        # Charted by nurses or sent by ventilators and flowmeters, for NEWS2: consciousness as
+        # its ACVPU code (0 alert, 1 new confusion, 2 voice, 3 pain, 4 unresponsive), oxygen as
+        # the flow delivered (0: breathing air). Neither has an IEEE 11073 term of its own.
+        MeasurementType(
+            "consciousness", "Level of consciousness (ACVPU)", "{ACVPU}", "67775-7", None, 0, 4
+        ),
+        MeasurementType("oxygen_flow", "Inhaled oxygen flow rate", "L/min", "3151-8", None, 0, 70),
     )
 }
 

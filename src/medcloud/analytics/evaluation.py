@@ -132,6 +132,7 @@ async def evaluate_readings(
     """
     now = uow.clock.now()
     fresh_after = now - dt.timedelta(seconds=settings.alerts.freshness_seconds)
+    await _score_history(uow, settings, batches, fresh_after)
     subjects = _live_subjects(batches, fresh_after)
     if not subjects:
         return 0
@@ -212,6 +213,61 @@ async def evaluate_readings(
     )
     raised = await _save(uow, tracked, wards=wards, patients=patients, now=now, metrics=metrics)
     return raised
+
+
+async def _score_history(
+    uow: UnitOfWork,
+    settings: Settings,
+    batches: Sequence[ReadingsCollected],
+    fresh_after: dt.datetime,
+) -> None:
+    """Score NEWS2 along backfilled readings, for the patient's chart: it pages no one.
+
+    Only the batch's own readings are used (an upload of a night's vitals carries all it needs);
+    a score is kept where it changes, and at most once a minute where it does not.
+    """
+    rows: list[dict[str, Any]] = []
+    scales: dict[str, int] = {}
+    window = dt.timedelta(seconds=settings.alerts.news2_window_seconds)
+    charted = dt.timedelta(seconds=settings.alerts.news2_charted_window_seconds)
+    for batch in batches:
+        late = [s for s in batch.samples if s.timestamp < fresh_after]
+        if batch.patient_id is None or not any(NEWS2_INPUTS & s.measurements.keys() for s in late):
+            continue
+        if batch.patient_id not in scales:
+            found = await repository.spo2_scales(uow.session, [batch.patient_id])
+            scales[batch.patient_id] = found.get(batch.patient_id, 1)
+        scale = scales[batch.patient_id]
+        latest: dict[str, tuple[dt.datetime, float]] = {}
+        previous: tuple[dt.datetime, int] | None = None
+        for sample in sorted(late, key=lambda s: s.timestamp):
+            for code, value in sample.measurements.items():
+                latest[code] = (sample.timestamp, value)
+            result = news2_of(
+                latest, now=sample.timestamp, scale=scale, window=window, charted_window=charted
+            )
+            if result is None:
+                continue
+            if (
+                previous is not None
+                and previous[1] == result.score
+                and ((sample.timestamp - previous[0]).total_seconds() < NEWS2_STORE_EVERY_SECONDS)
+            ):
+                continue
+            previous = (sample.timestamp, result.score)
+            rows.append(
+                {
+                    "organisation_id": batch.organisation_id,
+                    "patient_id": batch.patient_id,
+                    "scored_at": sample.timestamp,
+                    "score": result.score,
+                    "risk": result.risk.value,
+                    "components": orjson.dumps(result.components).decode(),
+                    "spo2_scale": scale,
+                    "live": False,
+                }
+            )
+    await repository.insert_scores(uow.session, rows)
 
 
 def _live_subjects(

@@ -3,14 +3,17 @@ the alarm a high score raises, and the SpO2 scale a clinician chooses."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 import httpx
 
-from tests.integration.analytics.test_alarms import assert_problem, deliver, published
+from medcloud.config import Settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.integration.analytics.helpers import assert_problem, deliver, published
 from tests.support.cast import Cast
-from tests.support.client import Api, bearer, now, reading
+from tests.support.client import Api, bearer, now, reading, running
 
 CALCULATOR = "/api/v1/analytics/news2"
 HEALTHY = {
@@ -241,3 +244,28 @@ async def test_switching_a_patient_to_scale_2_rescores_an_spo2_of_88(api: Api, c
     assert (on_scale_2["score"], on_scale_2["risk"]) == (0, "low")
     assert earlier == on_scale_1
     assert await api.alerts(carol) == []
+
+
+async def test_backfilled_vitals_are_scored_for_the_chart_but_page_no_one(
+    settings: Settings,
+) -> None:
+    # A freshness window of one second makes readings a second old backfilled history.
+    settings = settings.model_copy(
+        update={"alerts": settings.alerts.model_copy(update={"freshness_seconds": 1.0})}
+    )
+    async with running(settings) as api:
+        alice = await api.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+        patient_id = await api.create_patient(alice)
+        device = await api.register_device(alice, patient_id=patient_id)
+        taken = now()
+        await asyncio.sleep(2)
+        await deliver(
+            api,
+            device,
+            vitals(taken, respiratory_rate=25, spo2=91, systolic_bp=100),
+            vitals(taken + dt.timedelta(milliseconds=500)),
+        )
+
+        history = (await scores(api, alice, patient_id)).json()["items"]
+        assert [(s["score"], s["live"]) for s in history] == [(0, False), (8, False)]
+        assert await api.alerts(alice) == []

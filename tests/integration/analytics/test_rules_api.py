@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.analytics.test_alarms import assert_problem, deliver
+from tests.integration.analytics.helpers import assert_problem, deliver
 from tests.support.cast import Cast, patient
 from tests.support.client import Api, bearer, now, reading
 

@@ -141,31 +141,47 @@ async def run_monitor(
     connection = await http_load.Connection.open(host, port)
     head = http_load.request_head(host, port, monitor.device["id"], monitor.device["token"])
     clock = time.perf_counter()
+    sent_up_to: dt.datetime | None = None
     try:
         while time.perf_counter() < deadline:
             now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            # Every second once: the seconds since the last request, up to this one.
+            first = now - dt.timedelta(seconds=interval - 1)
+            if sent_up_to is not None:
+                first = sent_up_to + dt.timedelta(seconds=1)
             readings, started = [], []
-            for i in range(interval):
-                reading, episode = monitor.instant(
-                    now - dt.timedelta(seconds=interval - 1 - i), drive
-                )
+            at = first
+            while at <= now:
+                reading, episode = monitor.instant(at, drive)
                 readings.append(reading)
                 if episode is not None:
                     started.append(episode)
+                at += dt.timedelta(seconds=1)
+            if not readings:
+                clock += 1
+                await asyncio.sleep(max(0.0, clock - time.perf_counter()))
+                continue
+            sent_up_to = now
             body = orjson.dumps({"readings": readings})
-            try:
-                status, _, payload = await connection.post(head, body)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                # The server closes a connection idle for its keep-alive timeout (uvicorn: 5 s),
-                # which a monitor sending every few seconds can race: reconnect and send again.
-                connection = await http_load.Connection.open(host, port)
-                status, _, payload = await connection.post(head, body)
-            drive.requests += 1
+            status, retry_after, payload = 0, 0.0, b""
+            # A monitor keeps what the server refused (backpressure: 503 with Retry-After) and
+            # sends it again, as a real one must: an episode is never lost to a busy server.
+            while status != 201 and time.perf_counter() < deadline + interval:
+                if status:
+                    drive.refused_requests += 1
+                    await asyncio.sleep(retry_after)
+                try:
+                    status, headers, payload = await connection.post(head, body)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    # The server closes a connection idle for its keep-alive timeout (uvicorn:
+                    # 5 s), which a monitor sending every few seconds can race: reconnect.
+                    connection = await http_load.Connection.open(host, port)
+                    status, headers, payload = await connection.post(head, body)
+                retry_after = float(headers.get(b"retry-after", b"0.2"))
+                drive.requests += 1
             if status == 201:
                 drive.accepted_readings += orjson.loads(payload)["stored"]
                 drive.episodes += started
-            else:
-                drive.refused_requests += 1
             clock += interval
             await asyncio.sleep(max(0.0, clock - time.perf_counter()))
     finally:
@@ -426,18 +442,24 @@ def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
         env |= dict(args.env or [])
         alarms_base = base
         if args.split:
-            # As the reference design deploys it: the API and ingest in one service, analytics
-            # (its consumers, relay, advisory loop and the alarm routes) in another.
+            # As the reference design deploys it: an API service that only answers requests,
+            # a worker for the consumers of its contexts, and analytics (its consumers, relay,
+            # advisory loop and the alarm routes) as a service of its own. Relays wake on
+            # PostgreSQL notifications, so the API's commits are relayed by the others at once.
             analytics_port = free_port()
             alarms_base = f"http://127.0.0.1:{analytics_port}"
-            front = medcloud("serve", "--port", str(port), "--contexts", args.front_contexts)
+            front = medcloud(
+                "serve", "--port", str(port), "--contexts", args.front_contexts, "--no-workers"
+            )
+            worker = medcloud("worker", "--contexts", args.worker_contexts)
             analytics = medcloud(
                 "serve", "--port", str(analytics_port), "--contexts", "identity,analytics"
             )
             server = stack.enter_context(process(front, env, var / "serve.log"))
             wait_ready(base)
-            second = stack.enter_context(process(analytics, env, var / "analytics.log"))
-            pids = [server.pid, second.pid]
+            pids = [server.pid]
+            for args_, log in ((worker, "worker.log"), (analytics, "analytics.log")):
+                pids.append(stack.enter_context(process(args_, env, var / log)).pid)
         else:
             server = stack.enter_context(
                 process(medcloud("serve", "--port", str(port)), env, var / "serve.log")
@@ -449,9 +471,9 @@ def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
             yield Deployment(base, alarms_base, pids, exchange)
         except BaseException:
             # The run's directory goes with it: show why the server stopped answering.
-            for log in sorted(var.glob("*.log")):
-                lines = log.read_text(errors="replace").splitlines()[-30:]
-                print(f"--- {log.name}", *lines, sep="\n", file=sys.stderr)
+            for path in sorted(var.glob("*.log")):
+                lines = path.read_text(errors="replace").splitlines()[-30:]
+                print(f"--- {path.name}", *lines, sep="\n", file=sys.stderr)
             raise
 
 
@@ -505,7 +527,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--front-contexts",
         default="identity,devices,ingest,audit",
-        help="with --split: the contexts of the service devices send to",
+        help="with --split: the contexts of the API service devices send to",
+    )
+    parser.add_argument(
+        "--worker-contexts",
+        default="devices,ingest,audit",
+        help="with --split: the contexts whose consumers the worker runs",
     )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")

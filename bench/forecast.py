@@ -7,7 +7,7 @@ variation that wanders and returns to it (AR(1) per minute), measurement noise, 
 monitor's resolution and, for a share of patients, a slow deterioration over about two hours
 (heart and respiratory rate and temperature rising, SpO2 and blood pressure falling). Heart rate,
 SpO2, respiratory rate and temperature come every minute, systolic blood pressure from a cuff
-every 15 minutes. At cut points every 15 minutes, each vital is forecast from the readings up to
+every 15 minutes. At cut points every 20 minutes, each vital is forecast from the readings up to
 the cut and compared with the readings that follow within the horizon.
 
 Prints one JSON object: the mean absolute error of the forecast and of the last value over all
@@ -32,8 +32,11 @@ import numpy.typing as npt
 from medcloud.analytics.forecast import Forecast, forecast, last_value_forecast
 from medcloud.platform.catalogue import CATALOGUE
 
+Array = npt.NDArray[np.float64]
+Series = tuple[list[dt.datetime], list[float]]
+
 START = dt.datetime(2025, 1, 6, 8, 0, tzinfo=dt.UTC)
-CUT_EVERY_MINUTES = 15
+CUT_EVERY_MINUTES = 20
 DETERIORATING_SHARE = 0.35
 
 
@@ -53,6 +56,7 @@ class Vital:
     noise: float
     """Standard deviation of the measurement noise."""
     decimals: int
+    """Resolution the device reports at."""
     change: tuple[float, float]
     """Range of the total change over a deterioration."""
     every: int
@@ -67,12 +71,9 @@ VITALS = (
     Vital("systolic_bp", 122, 12, 6.0, 0.97, 4.0, 0, (-35, -20), 15),
 )
 
-Array = npt.NDArray[np.float64]
-Series = tuple[list[dt.datetime], list[float]]
-
 
 def simulate_vital(
-    rng: np.random.Generator, vital: Vital, *, minutes: int, deterioration: Array | None
+    rng: np.random.Generator, vital: Vital, *, minutes: int, profile: Array | None
 ) -> Series:
     """Readings of one vital for `minutes`, with the given deterioration profile (0 to 1)."""
     steps = np.arange(minutes)
@@ -83,8 +84,8 @@ def simulate_vital(
     for minute in range(1, minutes):
         wander[minute] = vital.persistence * wander[minute - 1] + shocks[minute]
     level = rng.normal(vital.resting, vital.between) + wander
-    if deterioration is not None:
-        level = level + rng.uniform(*vital.change) * deterioration
+    if profile is not None:
+        level = level + rng.uniform(*vital.change) * profile
     phase = int(rng.integers(vital.every))
     taken = steps[phase :: vital.every]
     measured = level[taken] + rng.normal(0, vital.noise, taken.size)
@@ -99,17 +100,21 @@ def simulate_vital(
     return times, [float(value) for value in measured]
 
 
+def deterioration(*, minutes: int, onset: float, duration: float) -> Array:
+    """Progress of a deterioration per minute: 0 before `onset`, easing in and out to 1."""
+    progress: Array = np.clip((np.arange(minutes) - onset) / duration, 0.0, 1.0)
+    eased: Array = progress * progress * (3 - 2 * progress)
+    return eased
+
+
 def simulate_patient(rng: np.random.Generator, *, minutes: int) -> dict[str, Series]:
     """All vitals of one patient; a share of patients deteriorate over about two hours."""
-    deterioration = None
+    profile = None
     if rng.random() < DETERIORATING_SHARE:
         onset = rng.uniform(60, minutes - 90)
-        duration = rng.uniform(90, 150)
-        progress = np.clip((np.arange(minutes) - onset) / duration, 0, 1)
-        deterioration = progress * progress * (3 - 2 * progress)
+        profile = deterioration(minutes=minutes, onset=onset, duration=rng.uniform(90, 150))
     return {
-        vital.code: simulate_vital(rng, vital, minutes=minutes, deterioration=deterioration)
-        for vital in VITALS
+        vital.code: simulate_vital(rng, vital, minutes=minutes, profile=profile) for vital in VITALS
     }
 
 
@@ -188,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--horizon-minutes", type=int, default=30)
     parser.add_argument("--history-hours", type=float, default=3)
     args = parser.parse_args(argv)
+    if args.patients < 1 or args.horizon_minutes < 1 or args.history_hours <= 0:
+        parser.error("--patients, --horizon-minutes and --history-hours must be positive")
     tallies = backtest(
         patients=args.patients,
         seed=args.seed,

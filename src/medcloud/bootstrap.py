@@ -93,6 +93,7 @@ def bootstrap(
         batch_size=settings.bus.relay_batch_size,
         poll_seconds=settings.bus.relay_poll_seconds,
         claim_seconds=settings.bus.relay_claim_seconds,
+        listen_dsn=_asyncpg_dsn(settings.resolved_database_url),
     )
     return Runtime(
         settings=settings,
@@ -116,6 +117,13 @@ def bootstrap(
         readings=SqlReadingHistory(read_sessions),
         objects=objects or create_object_store(settings),
     )
+
+
+def _asyncpg_dsn(url: str) -> str | None:
+    """Return a PostgreSQL URL as asyncpg takes it; None for any other database."""
+    if not url.startswith("postgresql"):
+        return None
+    return "postgresql://" + url.split("://", 1)[1]
 
 
 def create_bus(settings: Settings) -> Bus:

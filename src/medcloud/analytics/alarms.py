@@ -106,9 +106,9 @@ class Track:
     dirty: bool = False
     """The condition row (onset, reference, settled) changed and must be saved."""
     horizon: dt.datetime | None = None
-    """The newest reading this condition has seen: older ones arrived late and are ignored."""
+    """The open alarm's newest reading: older ones arrived late and do not change it."""
     settled_at: dt.datetime | None = None
-    """When its last alarm ended, kept so that late readings of that episode raise none."""
+    """The last reading of the condition's last alarm: late readings up to it raise none."""
 
     @property
     def is_open(self) -> bool:

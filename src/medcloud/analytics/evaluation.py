@@ -166,7 +166,7 @@ async def evaluate_readings(
         track = Track(condition)
         row = None
         if after is not None:
-            track.reference, track.horizon = after.reference, after.horizon
+            track.reference = after.reference
             track.settled_at, track.dirty = after.horizon, True
         else:
             row = open_by_key.get((subject.key, condition))
@@ -183,10 +183,6 @@ async def evaluate_readings(
                 if held.reference_at is not None and held.reference_value is not None:
                     track.reference = (held.reference_at, held.reference_value)
                 track.settled_at = held.evaluated_to
-                if held.evaluated_to is not None and (
-                    track.horizon is None or held.evaluated_to > track.horizon
-                ):
-                    track.horizon = held.evaluated_to
         tracked.append(Tracked(subject, rule, track, row, measurement))
         return track
 
@@ -300,13 +296,18 @@ def _evaluate_rule(subject: Subject, rule: Rule, track_for: Any) -> None:
             side = condition.rsplit("_", 1)[1]
             track: Track = track_for(subject, rule, condition, measurement)
             for at, value in values:
-                # A reading older than what this condition has already seen arrived late (two
-                # relays, a buffered device): it must not end a newer alarm or raise an alarm
-                # for an episode that is over.
-                if track.horizon is not None and at <= track.horizon:
+                # Readings can arrive out of order (two relays, a device flushing a buffer). One
+                # older than the open alarm's newest must not change it (a stale normal value
+                # would end a newer alarm); one from an episode that already had its alarm must
+                # not raise another. Any other may raise: an episode is never lost to reordering.
+                if track.is_open:
+                    if track.horizon is not None and at <= track.horizon:
+                        continue
+                elif track.settled_at is not None and at <= track.settled_at:
                     continue
                 step(rule, side, track, at, value)
-                track.horizon = at
+                if track.horizon is None or at > track.horizon:
+                    track.horizon = at
                 if track.alarm_state == AlarmState.RESOLVED:
                     track = track_for(subject, rule, condition, measurement, after=track)
     elif rule.kind == RuleKind.MISSING_DATA and measurement is not None:

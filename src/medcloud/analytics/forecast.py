@@ -1,25 +1,28 @@
 """Short-horizon forecasts of one patient's vital sign, with a prediction interval. Pure: no I/O.
 
-The readings of the last `history` are averaged into regular buckets that end at the newest
-reading, short gaps are filled by linear interpolation, and an exponential smoothing state-space
-model with an additive damped trend, ETS(A,Ad,N), forecasts the buckets after the newest one.
-The damped trend follows a drift (a deteriorating patient) without extrapolating it for ever,
-and the model's own variance gives the prediction interval. When readings are sparser than the
-requested step (a blood-pressure cuff every 15 minutes), the model runs on buckets as wide as
-the usual spacing of the readings and its forecast is interpolated to the requested step, so
-that the fit sees measurements rather than interpolated lines.
+The readings of the last `history` are averaged into buckets `step` wide, centred on the newest
+reading and on every `step` before it, and short runs of empty buckets are filled by linear
+interpolation. Two exponential smoothing state-space models with additive errors are fitted:
+ETS(A,Ad,N), whose damped trend follows a drift (a deteriorating patient) without extrapolating
+it for ever, and ETS(A,N,N), simple exponential smoothing, which only filters out measurement
+noise. The one with the lower AICc forecasts, and its own variance gives the prediction
+interval. When readings are sparser than `step` (a blood-pressure cuff every 15 minutes), the
+models run on buckets as wide as the usual spacing of the readings and the forecast is
+interpolated to `step`, so that the fit sees measurements rather than interpolated lines.
 
-If the fit fails, does not converge or yields non-finite numbers, a simpler model takes over:
-simple exponential smoothing, and last of all the newest value with an interval that widens
-with the spread of the bucket-to-bucket changes.
+A fit that fails, does not converge or yields non-finite numbers is discarded; if both are, the
+forecast is the newest bucket with an interval that widens like a random walk's. Fits run one at
+a time per process, with BLAS on a single thread while they do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -28,6 +31,7 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 Array = npt.NDArray[np.float64]
 
@@ -37,6 +41,10 @@ MAX_GAP_BUCKETS = 10
 """Longest run of empty buckets that is interpolated; readings before a longer gap are unused."""
 MAX_POINTS = 10_000
 """Most points one forecast returns."""
+
+# Made after statsmodels is imported, so that it knows the BLAS libraries the fit uses.
+_BLAS = ThreadpoolController()
+_BLAS_LOCK = threading.Lock()
 
 DAMPED = "ets-damped-additive"
 SIMPLE = "ets-simple"
@@ -95,15 +103,16 @@ def forecast(
     if not 0 < level < 1:
         raise ValueError("level must be between 0 and 1")
     _check_bounds(minimum, maximum)
-    readings = _readings(times, values, history)
+    readings = _readings(times, values, history, needed=f"at least {MIN_BUCKETS} readings")
     width = _fit_width(readings.ago, step)
     grid = _grid(readings, width)
     fit_steps = math.ceil(count * step.total_seconds() / width - 1e-9)
-    mean, lower, upper, method = _predict(grid, fit_steps, 1 - level)
-    # The model's steps are `width` seconds apart; the caller's are `step` apart.
-    fit_at = width * np.arange(1, fit_steps + 1)
-    at = step.total_seconds() * np.arange(1, count + 1)
+    with _single_threaded_blas(), np.errstate(all="ignore"):
+        mean, lower, upper, method = _predict(grid, fit_steps, 1 - level)
     if width != step.total_seconds():
+        # The model's steps are `width` seconds apart; the caller's are `step` apart.
+        fit_at = width * np.arange(1, fit_steps + 1)
+        at = step.total_seconds() * np.arange(1, count + 1)
         mean, lower, upper = (np.interp(at, fit_at, series) for series in (mean, lower, upper))
     return _assemble(readings.newest, step, level, method, mean, lower, upper, minimum, maximum)
 
@@ -115,9 +124,9 @@ def last_value_forecast(
     horizon: dt.timedelta = dt.timedelta(minutes=30),
     step: dt.timedelta = dt.timedelta(minutes=1),
 ) -> Forecast:
-    """Forecast that the newest reading stays as it is (the naive baseline)."""
+    """Forecast that the newest reading stays as it is, with no interval (`level` 0)."""
     count = _points(horizon, step)
-    readings = _readings(times, values, None)
+    readings = _readings(times, values, None, needed="a reading")
     newest = np.full(count, readings.values[readings.ago == 0].mean())
     return _assemble(readings.newest, step, 0.0, LAST_VALUE, newest, newest, newest, None, None)
 
@@ -133,6 +142,7 @@ def first_crossing(
 
 
 def _points(horizon: dt.timedelta, step: dt.timedelta) -> int:
+    """How many points a forecast of `horizon` in steps of `step` has."""
     if step <= dt.timedelta(0):
         raise ValueError("step must be positive")
     if horizon < step:
@@ -144,6 +154,7 @@ def _points(horizon: dt.timedelta, step: dt.timedelta) -> int:
 
 
 def _check_bounds(minimum: float | None, maximum: float | None) -> None:
+    """Reject bounds that are not numbers or that leave no room between them."""
     for bound in (minimum, maximum):
         if bound is not None and not math.isfinite(bound):
             raise ValueError("minimum and maximum must be finite")
@@ -152,8 +163,13 @@ def _check_bounds(minimum: float | None, maximum: float | None) -> None:
 
 
 def _readings(
-    times: Sequence[dt.datetime], values: Sequence[float], history: dt.timedelta | None
+    times: Sequence[dt.datetime],
+    values: Sequence[float],
+    history: dt.timedelta | None,
+    *,
+    needed: str,
 ) -> _Readings:
+    """The finite readings of the last `history` (all of them if None)."""
     if len(times) != len(values):
         raise ValueError("times and values must have the same length")
     for at in times:
@@ -163,18 +179,22 @@ def _readings(
         level = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError("values must be numbers") from error
+    if level.ndim != 1:
+        raise ValueError("values must be a flat sequence of numbers")
     # A reading that is not a number carries no information; it does not void the rest.
     keep = np.isfinite(level)
     stamps = [at for at, ok in zip(times, keep, strict=True) if ok]
     if not stamps:
-        raise NotEnoughData(f"forecasting needs readings; got {len(times)} usable: 0")
+        raise NotEnoughData(f"a forecast needs {needed}; got none with a finite value")
     newest = max(stamps)
     ago = np.array([(newest - at).total_seconds() for at in stamps])
     level = level[keep]
     if history is not None:
         inside = ago < history.total_seconds()
         ago, level = ago[inside], level[inside]
-    return _Readings(newest.astimezone(dt.UTC), ago, level)
+    # One order for the same readings, however they came, so that sums round alike.
+    order = np.lexsort((level, ago))
+    return _Readings(newest.astimezone(dt.UTC), ago[order], level[order])
 
 
 def _fit_width(ago: Array, step: dt.timedelta) -> float:
@@ -199,33 +219,57 @@ def _grid(readings: _Readings, width: float) -> Array:
     if gaps.size:
         filled = filled[: gaps[0] + 1]
     if filled.size < MIN_BUCKETS:
-        minutes = width / 60
         raise NotEnoughData(
-            f"forecasting needs readings in at least {MIN_BUCKETS} distinct {minutes:g}-minute "
-            f"intervals without a gap longer than {MAX_GAP_BUCKETS} of them; got {filled.size}"
+            f"a forecast needs readings in at least {MIN_BUCKETS} different {_duration(width)} "
+            f"intervals, with no more than {MAX_GAP_BUCKETS} empty ones in a row; "
+            f"got {filled.size}"
         )
     # Index 0 is the newest bucket; reverse to run oldest first.
     span = np.arange(filled[-1], -1, -1)
     return np.interp(span, filled, sums[filled] / counts[filled])
 
 
+def _duration(seconds: float) -> str:
+    """A bucket width in words, e.g. "15-minute"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g}-{unit}"
+    return f"{seconds:g}-second"
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run BLAS on one thread for the duration, one forecast at a time."""
+    # The optimiser's matrices are tiny: BLAS threads only contend for the cores, which makes a
+    # fit several times slower on a busy machine. The lock keeps concurrent forecasts from
+    # restoring each other's limits in the wrong order.
+    with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
+        yield
+
+
 def _predict(grid: Array, steps: int, alpha: float) -> tuple[Array, Array, Array, str]:
     """Mean, lower and upper bounds for `steps` buckets after the grid, and the model's name."""
     scale = float(np.std(grid))
-    if scale > 0:
+    if 0 < scale < math.inf:
         # Standardised values keep the optimiser's tolerances meaningful for any unit.
         centre = float(np.mean(grid))
         standard = (grid - centre) / scale
-        for method, trend in ((DAMPED, True), (SIMPLE, False)):
-            fitted = _ets(standard, steps, alpha, trend=trend)
-            if fitted is not None:
-                mean, lower, upper = (centre + scale * series for series in fitted)
-                return mean, lower, upper, method
+        fits = [
+            (fit, method)
+            for method, trend in ((DAMPED, True), (SIMPLE, False))
+            if (fit := _ets(standard, steps, alpha, trend=trend)) is not None
+        ]
+        if fits:
+            # AICc keeps the trend's two extra parameters out of short or trendless series.
+            (_, mean, lower, upper), method = min(fits, key=lambda fit: fit[0][0])
+            return centre + scale * mean, centre + scale * lower, centre + scale * upper, method
     return (*_naive(grid, steps, alpha), NAIVE)
 
 
-def _ets(y: Array, steps: int, alpha: float, *, trend: bool) -> tuple[Array, Array, Array] | None:
-    """ETS with additive errors, with or without a damped trend; None if the fit is unusable."""
+def _ets(
+    y: Array, steps: int, alpha: float, *, trend: bool
+) -> tuple[float, Array, Array, Array] | None:
+    """AICc, mean, lower and upper bounds of ETS with additive errors; None if unusable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -242,12 +286,16 @@ def _ets(y: Array, steps: int, alpha: float, *, trend: bool) -> tuple[Array, Arr
             frame = result.get_prediction(start=y.size, end=y.size + steps - 1).summary_frame(
                 alpha=alpha
             )
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            criterion = float(result.aicc)
+        except Exception:
+            # statsmodels reports a failed fit in many ways; each means: use a simpler model.
             return None
-    columns = [frame[name].to_numpy(dtype=np.float64) for name in ("mean", "pi_lower", "pi_upper")]
-    if not all(np.isfinite(column).all() for column in columns):
+    mean, lower, upper = (
+        frame[name].to_numpy(dtype=np.float64) for name in ("mean", "pi_lower", "pi_upper")
+    )
+    if not (math.isfinite(criterion) and np.isfinite(np.stack([mean, lower, upper])).all()):
         return None
-    return columns[0], columns[1], columns[2]
+    return criterion, mean, lower, upper
 
 
 def _naive(grid: Array, steps: int, alpha: float) -> tuple[Array, Array, Array]:
@@ -269,6 +317,7 @@ def _assemble(
     minimum: float | None,
     maximum: float | None,
 ) -> Forecast:
+    """Clamp the series to the bounds and attach the times of the points."""
     low = -np.inf if minimum is None else minimum
     high = np.inf if maximum is None else maximum
     mean, lower, upper = (np.clip(series, low, high) for series in (mean, lower, upper))

@@ -4,6 +4,11 @@ Rows are claimed with a conditional update that sets a lease (Healthchecks' clai
 number of relays can run side by side, none holds a transaction open while it publishes, and rows
 claimed by a relay that died are taken over when the lease runs out. A crash between publish and
 mark publishes an event twice; consumers recognise the second copy by its id.
+
+A relay wakes when its own process commits, and on PostgreSQL also when any process does: every
+commit that writes events sends `NOTIFY outbox_message`, and each relay listens on a connection
+of its own. A service that runs no relay (an API-only process) then has its events published by
+another's within milliseconds instead of at that relay's next poll.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from medcloud.platform.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 PUBLISHED_RETENTION = dt.timedelta(days=1)
+CHANNEL = "outbox_message"
+"""The PostgreSQL notification channel a commit with events signals on."""
 
 
 class OutboxRelay:
@@ -41,8 +48,10 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.5,
         claim_seconds: float = 30.0,
+        listen_dsn: str | None = None,
     ) -> None:
         self._sessions = sessions
+        self._listen_dsn = listen_dsn
         self._bus = bus
         self._clock = clock
         self._metrics = metrics
@@ -163,8 +172,42 @@ class OutboxRelay:
                 )
             )
 
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Wake on every commit with events in any process (PostgreSQL), until `stop`."""
+        import asyncpg
+
+        assert self._listen_dsn is not None  # noqa: S101  (only started with a DSN)
+        while not stop.is_set():
+            try:
+                connection = await asyncpg.connect(self._listen_dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("outbox.listen_failed", error=type(exc).__name__)
+                await _wait_any(stop, timeout=5.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                await connection.add_listener(CHANNEL, lambda *_: self._wake.set())
+                connection.add_termination_listener(lambda *_, ended=lost: ended.set())
+                # Rows committed while no listener ran are found by the first claim.
+                self._wake.set()
+                await _wait_any(stop, lost, timeout=None)
+            finally:
+                if not connection.is_closed():
+                    await connection.close()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, backing off while the bus or database is unavailable."""
+        listener = None
+        if self._listen_dsn is not None:
+            listener = asyncio.create_task(self.listen(stop), name="outbox-listen")
+        try:
+            await self._relay(stop)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         failures = 0
         cycles = 0
         while not stop.is_set():
@@ -185,7 +228,7 @@ class OutboxRelay:
             await _wait_any(self._wake, stop, timeout=self._poll_seconds)
 
 
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+async def _wait_any(*events: asyncio.Event, timeout: float | None) -> None:
     waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

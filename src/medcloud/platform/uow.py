@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.platform.clock import Clock
@@ -16,6 +16,7 @@ from medcloud.platform.models import OutboxMessage
 
 # The table itself: a Core insert of many rows skips the ORM's per-row bookkeeping.
 OUTBOX = cast(Table, OutboxMessage.__table__)
+NOTIFY = text("NOTIFY outbox_message")
 
 
 class UnitOfWork:
@@ -86,6 +87,9 @@ class UnitOfWork:
                 for envelope in envelopes
             ]
             await self.session.execute(insert(OUTBOX), rows)
+            if self.dialect == "postgresql":
+                # Delivered at commit, to the relays of every process (see platform/outbox.py).
+                await self.session.execute(NOTIFY)
             self._events = []
         await self.session.commit()
         self._on_commit(envelopes)

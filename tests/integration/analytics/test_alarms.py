@@ -190,6 +190,23 @@ async def test_a_reading_arriving_late_does_not_end_an_alarm_raised_by_a_newer_o
     assert (alarm["last_value"], instant(alarm["last_reading_at"])) == (150, t)
 
 
+async def test_an_episode_delivered_after_newer_normal_readings_still_raises_its_alarm(
+    api: Api, alice: str
+) -> None:
+    device = await api.register_device(alice)
+    t = now()
+    await deliver(api, device, reading(t, heart_rate=75))
+    # Measured before the normal reading, delivered after it (another relay, a flushed buffer).
+    await deliver(api, device, *(reading(t - (3 - i) * SECOND, heart_rate=140) for i in range(3)))
+    [alarm] = await api.alerts(alice)
+    assert (alarm["rule"], alarm["value"]) == ("heart_rate_high", 140)
+    assert instant(alarm["reading_timestamp"]) == t - 3 * SECOND
+    # The episode's own late readings raise nothing more once its alarm has ended.
+    await deliver(api, device, reading(t + SECOND, heart_rate=75))
+    await deliver(api, device, reading(t - 2.5 * SECOND, heart_rate=141))
+    assert [a["state"] for a in await api.alerts(alice)] == ["resolved"]
+
+
 async def test_a_condition_shorter_than_its_delay_raises_nothing_and_a_longer_one_raises_one(
     api: Api, cast: Cast
 ) -> None:

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -239,11 +239,10 @@ async def _score_history(
         for sample in sorted(late, key=lambda s: s.timestamp):
             for code, value in sample.measurements.items():
                 latest[code] = (sample.timestamp, value)
-            result = news2_of(
-                latest, now=sample.timestamp, scale=scale, window=window, charted_window=charted
-            )
-            if result is None:
+            observed = news2_inputs(latest, now=sample.timestamp, window=window, charted=charted)
+            if observed is None:
                 continue
+            result = news2.score(replace(observed, spo2_scale=scale))
             if (
                 previous is not None
                 and previous[1] == result.score
@@ -343,8 +342,8 @@ async def _score_news2(
     latest: dict[str, dict[str, tuple[dt.datetime, float]]] = defaultdict(dict)
     for row in await repository.latest_vitals(session, scored_ids):
         latest[row.patient_id][row.measurement] = (row.measured_at, row.value)
-    scales = await repository.spo2_scales(session, scored_ids)
     organisation_of = {s.patient_id: s.organisation_id for s in subjects}
+    subject_of_patient = {s.patient_id: s for s in subjects}
     vitals_rows: list[dict[str, Any]] = []
     score_rows: list[dict[str, Any]] = []
     for patient_id, mine in newest.items():
@@ -352,18 +351,22 @@ async def _score_news2(
             vitals_rows.append(
                 _vital(patient_id, organisation_of[patient_id], device_id, code, at, value)
             )
-            latest[patient_id][code] = (at, value)
-        if patient_id not in scored_ids:
-            continue
-        result = news2_of(
-            latest[patient_id],
-            now=now,
-            scale=scales.get(patient_id, 1),
-            window=dt.timedelta(seconds=settings.alerts.news2_window_seconds),
-            charted_window=dt.timedelta(seconds=settings.alerts.news2_charted_window_seconds),
-        )
-        if result is None:
-            continue
+            kept = latest[patient_id].get(code)
+            if kept is None or kept[0] < at:
+                latest[patient_id][code] = (at, value)
+    window = dt.timedelta(seconds=settings.alerts.news2_window_seconds)
+    charted = dt.timedelta(seconds=settings.alerts.news2_charted_window_seconds)
+    inputs = {
+        patient_id: news2_inputs(latest[patient_id], now=now, window=window, charted=charted)
+        for patient_id in scored_ids
+    }
+    # The scale changes a score, never whether there is one: it is looked up only for patients
+    # with every NEWS2 input at hand (most monitors send no consciousness level).
+    ready = {patient_id: v for patient_id, v in inputs.items() if v is not None}
+    scales = await repository.spo2_scales(session, sorted(ready))
+    for patient_id, observed in ready.items():
+        mine = newest[patient_id]
+        result = news2.score(replace(observed, spo2_scale=scales.get(patient_id, 1)))
         previous = latest[patient_id].get(NEWS2_LATEST)
         if (
             previous is None
@@ -393,10 +396,9 @@ async def _score_news2(
                     result.score,
                 )
             )
-        subject_key = subject_of(patient_id, "")
-        for rule in rules_of_subject.get(subject_key, ()):
+        subject = subject_of_patient[patient_id]
+        for rule in rules_of_subject.get(subject.key, ()):
             if rule.kind == RuleKind.NEWS2:
-                subject = next(s for s in subjects if s.patient_id == patient_id)
                 track = track_for(subject, rule, rule.key, None)
                 step_level(
                     rule, track, now, float(result.score), news2_priority(rule, result.score)
@@ -423,16 +425,16 @@ def _vital(
     }
 
 
-def news2_of(
+def news2_inputs(
     latest: dict[str, tuple[dt.datetime, float]],
     *,
     now: dt.datetime,
-    scale: int,
     window: dt.timedelta,
-    charted_window: dt.timedelta,
-) -> news2.News2 | None:
-    """Score a patient's latest vitals; None while any measured vital or consciousness is
-    missing from its window (a partial NEWS2 would understate the risk).
+    charted: dt.timedelta,
+) -> news2.Vitals | None:
+    """Gather NEWS2's observations (scale 1) from a patient's latest values; None while any
+    measured vital or consciousness is missing from its window (a partial NEWS2 would
+    understate the risk).
 
     No oxygen flow charted within its window counts as breathing air.
     """
@@ -443,21 +445,19 @@ def news2_of(
             return None
         values[parameter] = held[1]
     consciousness = latest.get("consciousness")
-    if consciousness is None or consciousness[0] < now - charted_window:
+    if consciousness is None or consciousness[0] < now - charted:
         return None
     oxygen = latest.get("oxygen_flow")
-    on_oxygen = oxygen is not None and oxygen[0] >= now - charted_window and oxygen[1] > 0
-    return news2.score(
-        news2.Vitals(
-            respiratory_rate=values["respiratory_rate"],
-            spo2=values["spo2"],
-            spo2_scale=scale,
-            supplemental_oxygen=on_oxygen,
-            systolic_bp=values["systolic_bp"],
-            pulse=values["pulse"],
-            consciousness=news2.consciousness_from_code(round(consciousness[1])),
-            temperature=values["temperature"],
-        )
+    on_oxygen = oxygen is not None and oxygen[0] >= now - charted and oxygen[1] > 0
+    return news2.Vitals(
+        respiratory_rate=values["respiratory_rate"],
+        spo2=values["spo2"],
+        spo2_scale=1,
+        supplemental_oxygen=on_oxygen,
+        systolic_bp=values["systolic_bp"],
+        pulse=values["pulse"],
+        consciousness=news2.consciousness_from_code(round(consciousness[1])),
+        temperature=values["temperature"],
     )
 
 

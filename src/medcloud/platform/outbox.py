@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.platform.bus import Bus
@@ -31,6 +31,7 @@ from medcloud.platform.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 PUBLISHED_RETENTION = dt.timedelta(days=1)
+ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 CHANNEL = "outbox_message"
 """The PostgreSQL notification channel a commit with events signals on."""
 
@@ -113,6 +114,7 @@ class OutboxRelay:
             await self._release(positions)
             raise
         async with self._sessions() as session, session.begin():
+            await _bookkeeping(session)
             await session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.position.in_(positions))
@@ -135,6 +137,7 @@ class OutboxRelay:
         )
         async with self._sessions() as session, session.begin():
             if dialect_name(session) == "postgresql":
+                await _bookkeeping(session)
                 candidates = candidates.with_for_update(skip_locked=True)
             result = await session.execute(
                 update(OutboxMessage)
@@ -226,6 +229,17 @@ class OutboxRelay:
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
                 continue
             await _wait_any(self._wake, stop, timeout=self._poll_seconds)
+
+
+async def _bookkeeping(session: AsyncSession) -> None:
+    """Commit this transaction without waiting for its WAL to reach disk (PostgreSQL).
+
+    Claims and marks are bookkeeping: one lost in a crash only means the event is published
+    again, which consumers recognise. Not waiting for the flush takes a disk sync out of every
+    relay cycle, and so out of every event's way to the bus.
+    """
+    if dialect_name(session) == "postgresql":
+        await session.execute(ASYNC_COMMIT)
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float | None) -> None:

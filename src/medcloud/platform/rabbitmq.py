@@ -243,8 +243,10 @@ class _Batch:
                     self._channel, self._queue_name, self._consumer, message
                 )
             return
-        for message, _ in opened:
-            await message.ack()
+        # Batches go one at a time in delivery order, and a message refused above was acked
+        # or parked on its own: every unacknowledged delivery up to the last of this batch is
+        # in this batch, so one acknowledgement covers them all.
+        await opened[-1][0].ack(multiple=True)
 
 
 BATCH_PREFETCH = 1000

@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -296,12 +297,14 @@ def percentile_ms(values: Sequence[float], share: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1)
 
 
-def match(episodes: Sequence[Episode], alarms: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
+def match(
+    episodes: Sequence[Episode], alarms: Sequence[dict[str, Any]]
+) -> tuple[int, int, list[dict[str, Any]]]:
     """Pair alarms with episodes; return (episodes with an alarm, duplicates, unexpected)."""
     by_patient: dict[str, list[Episode]] = defaultdict(list)
     for episode in episodes:
         by_patient[episode.patient_id].append(episode)
-    unexpected = 0
+    unexpected: list[dict[str, Any]] = []
     for alarm in alarms:
         at = dt.datetime.fromisoformat(alarm["reading_timestamp"])
         side = alarm["rule"].rsplit("_", 1)[1]
@@ -314,7 +317,7 @@ def match(episodes: Sequence[Episode], alarms: Sequence[dict[str, Any]]) -> tupl
             None,
         )
         if found is None:
-            unexpected += 1
+            unexpected.append(alarm)
         else:
             found.alarms.append(alarm["id"])
     raised = sum(1 for e in episodes if e.alarms)
@@ -326,6 +329,9 @@ async def measure(args: argparse.Namespace, started: Deployment) -> dict[str, An
     """Register the monitors, drive them, wait for the alarms, and report."""
     base, exchange = started.base, started.exchange
     monitors = await register_monitors(base, args.patients)
+    # Readings taken before a monitor was assigned belong to nobody: start once every
+    # assignment is older than the first request's oldest reading.
+    await asyncio.sleep(args.interval)
     rng = random.Random(args.seed)
     # An episode makes `episode` abnormal heart rates out of 4 readings a second per patient.
     start_chance = args.abnormal * len(http_load.MEASUREMENTS) / args.episode
@@ -419,7 +425,11 @@ async def measure(args: argparse.Namespace, started: Deployment) -> dict[str, An
         "alarms_expected": expected,
         "alarms_raised": raised,
         "alarms_duplicated": duplicated,
-        "alarms_unexpected": unexpected,
+        "alarms_unexpected": len(unexpected),
+        "unexpected_examples": [
+            {k: a[k] for k in ("patient_id", "rule", "value", "reading_timestamp", "raised_at")}
+            for a in unexpected[:3]
+        ],
         "refused_requests": drive.refused_requests,
         "requests": drive.requests,
         "server_cpu_cores": round(usage.cpu_seconds / elapsed, 2),
@@ -492,6 +502,9 @@ def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
         wait_ready(alarms_base)
         try:
             yield Deployment(base, alarms_base, pids, exchange)
+            if args.logs:
+                for path in var.glob("*.log"):
+                    shutil.copy(path, Path(args.logs) / path.name)
         except BaseException:
             # The run's directory goes with it: show why the server stopped answering.
             for path in sorted(var.glob("*.log")):
@@ -541,6 +554,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--episode", type=int, default=4, help="seconds an episode lasts")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeline", help="write each alarm's arrival time and latency here")
+    parser.add_argument("--logs", help="copy the deployment's logs into this directory")
     parser.add_argument("--settle", type=float, default=60, help="longest wait for late alarms")
     parser.add_argument(
         "--split",

@@ -47,9 +47,14 @@ from medcloud.analytics.schemas import (
 )
 from medcloud.config import Settings
 from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
-from medcloud.platform.audit import audit_record
+from medcloud.platform.audit import AuditRecorded, audit_record
 from medcloud.platform.catalogue import CATALOGUE
-from medcloud.platform.directory import CareDirectory, PatientDirectory, ReadingHistory
+from medcloud.platform.directory import (
+    CareDirectory,
+    PatientDirectory,
+    PatientRef,
+    ReadingHistory,
+)
 from medcloud.platform.errors import FieldError, Invalid, NotFound
 from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import ensure_in_care_scope
@@ -323,11 +328,7 @@ async def list_rules(
         ]
     defaults = default_rules(settings.alerts)
     if patient_id is not None:
-        patient = await patients.get(patient_id)
-        if patient is None or patient.organisation_id != principal.organisation_id:
-            raise NotFound("patient not found")
-        scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-        ensure_in_care_scope(scope, patient_id, "patient")
+        patient = await _patient_in_scope(patients, care, principal, patient_id)
         applied = effective_rules(
             defaults, configured, ward_id=patient.ward_id, patient_id=patient_id
         )
@@ -473,12 +474,32 @@ def calculate_news2(body: News2In) -> News2Read:
 
 async def _patient_in_scope(
     patients: PatientDirectory, care: CareDirectory, principal: UserPrincipal, patient_id: str
-) -> None:
+) -> PatientRef:
     patient = await patients.get(patient_id)
     if patient is None or patient.organisation_id != principal.organisation_id:
         raise NotFound("patient not found")
     scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
     ensure_in_care_scope(scope, patient_id, "patient")
+    return patient
+
+
+def _patient_audit(
+    principal: UserPrincipal,
+    action: str,
+    *,
+    occurred_at: dt.datetime,
+    patient_id: str,
+    detail: dict[str, Any],
+) -> AuditRecorded:
+    return audit_record(
+        principal,
+        action,
+        occurred_at=occurred_at,
+        object_type="patient",
+        object_id=patient_id,
+        patient_id=patient_id,
+        detail=detail,
+    )
 
 
 async def news2_history(
@@ -500,12 +521,10 @@ async def news2_history(
         )
         scale = (await repository.spo2_scales(uow.session, [patient_id])).get(patient_id, 1)
         uow.publish(
-            audit_record(
+            _patient_audit(
                 principal,
                 "news2.read",
                 occurred_at=now,
-                object_type="patient",
-                object_id=patient_id,
                 patient_id=patient_id,
                 detail={"count": len(rows)},
             )
@@ -552,12 +571,10 @@ async def set_spo2_scale(
             },
         )
         uow.publish(
-            audit_record(
+            _patient_audit(
                 principal,
                 "news2.scale.set",
                 occurred_at=now,
-                object_type="patient",
-                object_id=patient_id,
                 patient_id=patient_id,
                 detail={"spo2_scale": scale},
             )
@@ -592,7 +609,7 @@ async def forecast_vital(
             "the horizon is out of range",
             errors=[FieldError("query.horizon", "from PT1M to PT6H")],
         )
-    await _patient_in_scope(patients, care, principal, patient_id)
+    patient = await _patient_in_scope(patients, care, principal, patient_id)
     now = uow.clock.now()
     history = dt.timedelta(hours=settings.alerts.forecast_history_hours)
     series = await readings.series(patient_id, measurement, now - history, now + dt.timedelta(1))
@@ -607,18 +624,15 @@ async def forecast_vital(
         )
     except forecasting.NotEnoughData as exc:
         raise Invalid(str(exc), errors=[FieldError("query.type", str(exc))]) from exc
-    patient = await patients.get(patient_id)
     async with uow:
         configured = [
             rule_of(r) for r in await repository.rules_of(uow.session, [principal.organisation_id])
         ]
         uow.publish(
-            audit_record(
+            _patient_audit(
                 principal,
                 "forecast.read",
                 occurred_at=now,
-                object_type="patient",
-                object_id=patient_id,
                 patient_id=patient_id,
                 detail={"type": measurement},
             )
@@ -627,7 +641,7 @@ async def forecast_vital(
     rules = effective_rules(
         default_rules(settings.alerts),
         configured,
-        ward_id=patient.ward_id if patient else None,
+        ward_id=patient.ward_id,
         patient_id=patient_id,
     )
     limits = [r for r in rules if r.kind == RuleKind.THRESHOLD and r.measurement == measurement]

@@ -117,8 +117,16 @@ async def _report(
         if alert["id"] in shown:
             continue
         shown.add(alert["id"])
+        # Advisories and technical alarms may have no measurement, value or threshold.
+        what = " ".join(
+            f"{label}{alert[key]:g}"
+            if isinstance(alert[key], float | int)
+            else f"{label}{alert[key]}"
+            for key, label in (("measurement", ""), ("value", ""), ("threshold", "threshold "))
+            if alert.get(key) is not None
+        )
+        when = (alert.get("reading_timestamp") or alert["raised_at"])[11:19]
         out.print(
-            f"[bold red]ALERT[/] {alert['rule']}: {alert['measurement']} {alert['value']:g} "
-            f"(threshold {alert['threshold']:g}) on {serials.get(alert['device_id'], '?')} "
-            f"at {alert['reading_timestamp'][11:19]}"
+            f"[bold red]ALARM[/] {alert['priority']} {alert['rule']}: {what or alert['message']} "
+            f"on {serials.get(alert['device_id'], '?')} at {when}"
         )

@@ -165,7 +165,7 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
     out = result.stdout
     assert "password:" in out
     assert "latest readings" in out
-    assert "ALERT heart_rate_" in out
+    assert "ALARM high heart_rate_" in out
 
 
 def test_an_operator_creates_an_organisation_and_a_weak_admin_password_is_refused(

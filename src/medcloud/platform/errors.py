@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -206,6 +207,21 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_database_busy(request: Request, exc: Exception) -> Response:
+    # The database is unreachable or saturated (pool exhausted, SQLite's writer lock held past
+    # its busy timeout): nothing was written, so the client is told to come back, as the
+    # writer's own backpressure does, rather than that the server failed.
+    log.warning("request.database_unavailable", error=type(exc).__name__)
+    return problem_response(
+        status=503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail="the database is busy or unreachable; nothing was stored, try again",
+        request=request,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("request.failed", error=type(exc).__name__)
     return problem_response(
@@ -222,4 +238,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _on_database_busy)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _on_database_busy)
     app.add_exception_handler(Exception, _on_unexpected)

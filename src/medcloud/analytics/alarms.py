@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from medcloud.analytics.rules import Priority, Rule, RuleKind
+from medcloud.analytics.rules import Priority, Rule
 from medcloud.platform.errors import Conflict
 
 
@@ -36,6 +36,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     """The source says it is over (a device's technical condition ended)."""
     ESCALATE_PRIORITY = "escalate_priority"
+    """The condition's priority changed (a NEWS2 band up or down)."""
 
 
 class Change(StrEnum):
@@ -183,7 +184,7 @@ def step_level(
         track.worst = value if track.worst is None else max(track.worst, value)
         if track.priority is not None and priority != track.priority:
             track.priority = priority
-            track.changes.append(Change.UPDATED)
+            _apply(track, Action.ESCALATE_PRIORITY)
         if not track.condition_active:
             _apply(track, Action.RECUR)
         return
@@ -245,8 +246,3 @@ def news2_priority(rule: Rule, score: int) -> Priority | None:
     if rule.low is not None and score >= rule.low:
         return Priority.MEDIUM
     return None
-
-
-def is_live(kind: RuleKind) -> bool:
-    """Tell whether a kind of rule is evaluated on the stream of readings."""
-    return kind in (RuleKind.THRESHOLD, RuleKind.RATE_OF_CHANGE, RuleKind.NEWS2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -705,8 +705,3 @@ def publish_change(
     uow.publish(event)
     uow.publish(alarm_audit(event, actor_id=actor_id))
     return event
-
-
-def kinds_in(rules: Iterable[Rule]) -> set[RuleKind]:
-    """Return the kinds of these rules."""
-    return {rule.kind for rule in rules}

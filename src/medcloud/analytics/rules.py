@@ -56,8 +56,6 @@ class Scope(StrEnum):
 
 
 SCOPE_ORDER = (Scope.PATIENT, Scope.WARD, Scope.ORGANISATION, Scope.DEFAULT)
-LIVE_KINDS = frozenset({RuleKind.THRESHOLD, RuleKind.RATE_OF_CHANGE, RuleKind.NEWS2})
-"""Kinds evaluated on the stream of readings; the others run in the advisory check."""
 HEART_RATE_MAX_DELAY_SECONDS = 10.0
 """IEC 60601-2-27: a heart-rate alarm condition may be delayed by at most 10 s."""
 MAX_DELAY_SECONDS = 300.0

@@ -18,7 +18,6 @@ from medcloud.analytics.alarms import (
     IllegalTransition,
     Track,
     clear,
-    is_live,
     news2_priority,
     step_level,
     step_rate,
@@ -394,14 +393,6 @@ def test_data_coming_back_clears_a_missing_data_alarm() -> None:
     clear(track, at(0), 72)
     assert track.alarm_state == AlarmState.RESOLVED
     assert track.changes == [Change.RESOLVED]
-
-
-def test_only_threshold_rate_and_news2_rules_run_on_the_stream() -> None:
-    assert {kind for kind in RuleKind if is_live(kind)} == {
-        RuleKind.THRESHOLD,
-        RuleKind.RATE_OF_CHANGE,
-        RuleKind.NEWS2,
-    }
 
 
 # Rules: defaults, precedence, validation

@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from medcloud.analytics import anomaly, repository
 from medcloud.analytics import forecast as forecasting
 from medcloud.analytics.alarms import AlarmState
-from medcloud.analytics.evaluation import NEWS2_LATEST, publish_change, rule_of, subject_of
+from medcloud.analytics.changes import publish_change, rule_of, subject_of
 from medcloud.analytics.events import AlertRaised, AlertResolved
 from medcloud.analytics.models import CLINICAL, TECHNICAL, Alert
+from medcloud.analytics.news2_scoring import NEWS2_LATEST
 from medcloud.analytics.rules import Rule, RuleKind, default_rules, effective_rules
 from medcloud.config import Settings
 from medcloud.platform.catalogue import CATALOGUE

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, TypeAdapter
 
-from medcloud.analytics import service
+from medcloud.analytics import figures, scores, service
 from medcloud.analytics.rules import Priority
 from medcloud.analytics.schemas import (
     AlertPage,
@@ -170,7 +170,7 @@ async def calculate_news2(
     principal: Annotated[UserPrincipal, Authorize(Action.SCORE_CALCULATE)],  # noqa: ARG001
 ) -> News2Read:
     """Score observations with NEWS2 (RCP 2017); nothing is stored."""
-    return service.calculate_news2(body)
+    return scores.calculate_news2(body)
 
 
 @router.get("/api/v1/patients/{patient_id}/news2", response_model=News2History)
@@ -183,7 +183,7 @@ async def news2_history(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> News2History:
     """List a patient's NEWS2 scores, newest first."""
-    return await service.news2_history(
+    return await scores.news2_history(
         uow=uow,
         patients=runtime.patients,
         care=runtime.care,
@@ -203,7 +203,7 @@ async def set_spo2_scale(
     principal: Annotated[UserPrincipal, Authorize(Action.SCORING_SET)],
 ) -> Response:
     """Choose the SpO2 scale NEWS2 uses for this patient (clinicians only)."""
-    await service.set_spo2_scale(
+    await scores.set_spo2_scale(
         uow=uow,
         patients=runtime.patients,
         care=runtime.care,
@@ -225,7 +225,7 @@ async def forecast(
     horizon: Annotated[str, Query(max_length=20, description="ISO 8601 duration")] = "PT30M",
 ) -> ForecastRead:
     """Forecast one vital sign with a prediction interval (`horizon` such as PT30M)."""
-    return await service.forecast_vital(
+    return await scores.forecast_vital(
         uow=uow,
         settings=settings,
         patients=runtime.patients,
@@ -259,6 +259,6 @@ async def alarm_figures(
     end: AwareDatetime | None = None,
 ) -> FatigueRead:
     """Report alarm fatigue: alarms per patient-day, time to acknowledge, silenced, escalated."""
-    return await service.alarm_figures(
+    return await figures.alarm_figures(
         uow=uow, care=runtime.care, principal=principal, start=start, end=end
     )

@@ -20,7 +20,6 @@ import structlog
 from medcloud.analytics import news2, repository
 from medcloud.analytics.alarms import (
     AlarmState,
-    Change,
     Track,
     clear,
     news2_priority,
@@ -28,71 +27,30 @@ from medcloud.analytics.alarms import (
     step_rate,
     step_threshold,
 )
-from medcloud.analytics.events import (
-    AlertAcknowledged,
-    AlertChanged,
-    AlertRaised,
-    AlertResolved,
-    AlertSilenced,
-    AlertUpdated,
+from medcloud.analytics.changes import (
+    EVENT_OF_CHANGE,
+    publish_change,
+    publish_row,
+    rule_of,
+    subject_of,
 )
-from medcloud.analytics.models import CLINICAL, TECHNICAL, AlarmRule, Alert
+from medcloud.analytics.events import AlertRaised
+from medcloud.analytics.models import CLINICAL, TECHNICAL, Alert
+from medcloud.analytics.news2_scoring import (
+    NEWS2_INPUTS,
+    NEWS2_LATEST,
+    NEWS2_STORE_EVERY_SECONDS,
+    news2_inputs,
+    score_history,
+)
 from medcloud.analytics.rules import Priority, Rule, RuleKind, Scope, default_rules, effective_rules
 from medcloud.config import Settings
 from medcloud.ingest.events import ReadingsCollected
-from medcloud.platform.audit import ActorType, AuditRecorded
 from medcloud.platform.directory import PatientDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
-
-EVENT_OF_CHANGE: dict[Change, type[AlertChanged]] = {
-    Change.UPDATED: AlertUpdated,
-    Change.ACKNOWLEDGED: AlertAcknowledged,
-    Change.SILENCED: AlertSilenced,
-    Change.RESOLVED: AlertResolved,
-}
-# Measurement types NEWS2 reads from monitors, by the name of the NEWS2 parameter.
-NEWS2_MEASURED = {
-    "respiratory_rate": "respiratory_rate",
-    "spo2": "spo2",
-    "systolic_bp": "systolic_bp",
-    "pulse": "heart_rate",
-    "temperature": "temperature",
-}
-NEWS2_CHARTED = ("consciousness", "oxygen_flow")
-NEWS2_INPUTS = frozenset((*NEWS2_MEASURED.values(), *NEWS2_CHARTED))
-NEWS2_LATEST = "news2"
-"""The newest score is kept among a patient's latest values under this name."""
-NEWS2_STORE_EVERY_SECONDS = 60.0
-"""An unchanged score is stored again only this often: a chart needs no point per second."""
-
-
-def subject_of(patient_id: str | None, device_id: str) -> str:
-    """Name whom an alarm is about: the patient, or the device when it has none."""
-    return f"patient:{patient_id}" if patient_id else f"device:{device_id}"
-
-
-def rule_of(row: AlarmRule) -> Rule:
-    """Return a configured rule as the domain sees it."""
-    return Rule(
-        key=row.key,
-        kind=RuleKind(row.kind),
-        measurement=row.measurement,
-        priority=Priority(row.priority),
-        low=row.low,
-        high=row.high,
-        hysteresis=row.hysteresis,
-        delay_seconds=row.delay_seconds,
-        window_seconds=row.window_seconds,
-        latching=row.latching,
-        enabled=row.enabled,
-        scope=Scope(row.scope),
-        scope_id=row.scope_id,
-        id=row.id,
-        version=row.version,
-    )
 
 
 @dataclass
@@ -132,7 +90,7 @@ async def evaluate_readings(
     """
     now = uow.clock.now()
     fresh_after = now - dt.timedelta(seconds=settings.alerts.freshness_seconds)
-    await _score_history(uow, settings, batches, fresh_after)
+    await score_history(uow, settings, batches, fresh_after)
     subjects = _live_subjects(batches, fresh_after)
     if not subjects:
         return 0
@@ -209,60 +167,6 @@ async def evaluate_readings(
     )
     raised = await _save(uow, tracked, wards=wards, patients=patients, now=now, metrics=metrics)
     return raised
-
-
-async def _score_history(
-    uow: UnitOfWork,
-    settings: Settings,
-    batches: Sequence[ReadingsCollected],
-    fresh_after: dt.datetime,
-) -> None:
-    """Score NEWS2 along backfilled readings, for the patient's chart: it pages no one.
-
-    Only the batch's own readings are used (an upload of a night's vitals carries all it needs);
-    a score is kept where it changes, and at most once a minute where it does not.
-    """
-    rows: list[dict[str, Any]] = []
-    scales: dict[str, int] = {}
-    window = dt.timedelta(seconds=settings.alerts.news2_window_seconds)
-    charted = dt.timedelta(seconds=settings.alerts.news2_charted_window_seconds)
-    for batch in batches:
-        late = [s for s in batch.samples if s.timestamp < fresh_after]
-        if batch.patient_id is None or not any(NEWS2_INPUTS & s.measurements.keys() for s in late):
-            continue
-        if batch.patient_id not in scales:
-            found = await repository.spo2_scales(uow.session, [batch.patient_id])
-            scales[batch.patient_id] = found.get(batch.patient_id, 1)
-        scale = scales[batch.patient_id]
-        latest: dict[str, tuple[dt.datetime, float]] = {}
-        previous: tuple[dt.datetime, int] | None = None
-        for sample in sorted(late, key=lambda s: s.timestamp):
-            for code, value in sample.measurements.items():
-                latest[code] = (sample.timestamp, value)
-            observed = news2_inputs(latest, now=sample.timestamp, window=window, charted=charted)
-            if observed is None:
-                continue
-            result = news2.score(replace(observed, spo2_scale=scale))
-            if (
-                previous is not None
-                and previous[1] == result.score
-                and ((sample.timestamp - previous[0]).total_seconds() < NEWS2_STORE_EVERY_SECONDS)
-            ):
-                continue
-            previous = (sample.timestamp, result.score)
-            rows.append(
-                {
-                    "organisation_id": batch.organisation_id,
-                    "patient_id": batch.patient_id,
-                    "scored_at": sample.timestamp,
-                    "score": result.score,
-                    "risk": result.risk.value,
-                    "components": orjson.dumps(result.components).decode(),
-                    "spo2_scale": scale,
-                    "live": False,
-                }
-            )
-    await repository.insert_scores(uow.session, rows)
 
 
 def _live_subjects(
@@ -425,42 +329,6 @@ def _vital(
     }
 
 
-def news2_inputs(
-    latest: dict[str, tuple[dt.datetime, float]],
-    *,
-    now: dt.datetime,
-    window: dt.timedelta,
-    charted: dt.timedelta,
-) -> news2.Vitals | None:
-    """Gather NEWS2's observations (scale 1) from a patient's latest values; None while any
-    measured vital or consciousness is missing from its window (a partial NEWS2 would
-    understate the risk).
-
-    No oxygen flow charted within its window counts as breathing air.
-    """
-    values: dict[str, float] = {}
-    for parameter, code in NEWS2_MEASURED.items():
-        held = latest.get(code)
-        if held is None or held[0] < now - window:
-            return None
-        values[parameter] = held[1]
-    consciousness = latest.get("consciousness")
-    if consciousness is None or consciousness[0] < now - charted:
-        return None
-    oxygen = latest.get("oxygen_flow")
-    on_oxygen = oxygen is not None and oxygen[0] >= now - charted and oxygen[1] > 0
-    return news2.Vitals(
-        respiratory_rate=values["respiratory_rate"],
-        spo2=values["spo2"],
-        spo2_scale=1,
-        supplemental_oxygen=on_oxygen,
-        systolic_bp=values["systolic_bp"],
-        pulse=values["pulse"],
-        consciousness=news2.consciousness_from_code(round(consciousness[1])),
-        temperature=values["temperature"],
-    )
-
-
 async def _save(
     uow: UnitOfWork,
     tracked: Sequence[Tracked],
@@ -519,9 +387,9 @@ async def _save(
         raised += 1
         metrics.alarm_latency.observe(max(0.0, (now - item.subject.received_at).total_seconds()))
         metrics.alerts_raised.labels(row["rule"]).inc()
-        _publish(uow, AlertRaised, row, now=now)
+        publish_row(uow, AlertRaised, row, now=now)
         for change in item.track.changes:
-            _publish(uow, EVENT_OF_CHANGE[change], row, now=now)
+            publish_row(uow, EVENT_OF_CHANGE[change], row, now=now)
     return raised
 
 
@@ -590,118 +458,4 @@ async def _update_open(uow: UnitOfWork, item: Tracked, *, now: dt.datetime) -> N
     for key, value in values.items():
         setattr(row, key, value)
     for change in track.changes:
-        _publish(uow, EVENT_OF_CHANGE[change], alarm_snapshot(row), now=now)
-
-
-def alarm_snapshot(row: Alert) -> dict[str, Any]:
-    """Return an alarm's columns by name, as events and rows share them."""
-    return {column: getattr(row, column) for column in _SNAPSHOT_COLUMNS}
-
-
-_SNAPSHOT_COLUMNS = (
-    "id",
-    "organisation_id",
-    "source",
-    "state",
-    "severity",
-    "device_id",
-    "patient_id",
-    "ward_id",
-    "rule",
-    "rule_id",
-    "rule_version",
-    "measurement",
-    "value",
-    "last_value",
-    "worst_value",
-    "threshold",
-    "condition_active",
-    "reading_timestamp",
-    "received_at",
-    "raised_at",
-    "silenced_until",
-    "model_version",
-    "message",
-)
-
-
-def alarm_event(
-    kind: type[AlertChanged], row: dict[str, Any], *, now: dt.datetime, actor_id: str | None = None
-) -> AlertChanged:
-    """Build the event of one change from the alarm as it stands."""
-    return kind(
-        alert_id=row["id"],
-        organisation_id=row["organisation_id"],
-        source=row["source"],
-        state=row["state"],
-        priority=row["severity"],
-        device_id=row["device_id"],
-        patient_id=row["patient_id"],
-        ward_id=row["ward_id"],
-        rule=row["rule"],
-        rule_id=row["rule_id"],
-        rule_version=row["rule_version"],
-        measurement=row["measurement"],
-        value=row["value"],
-        last_value=row["last_value"],
-        worst_value=row["worst_value"],
-        threshold=row["threshold"],
-        condition_active=row["condition_active"],
-        reading_timestamp=row["reading_timestamp"],
-        received_at=row["received_at"],
-        raised_at=row["raised_at"],
-        changed_at=now,
-        actor_id=actor_id,
-        silenced_until=row["silenced_until"] if "silenced_until" in row else None,
-        model_version=row["model_version"],
-        message=row["message"],
-    )
-
-
-def _publish(
-    uow: UnitOfWork,
-    kind: type[AlertChanged],
-    row: dict[str, Any],
-    *,
-    now: dt.datetime,
-    actor_id: str | None = None,
-) -> None:
-    event = alarm_event(kind, row, now=now, actor_id=actor_id)
-    uow.publish(event)
-    uow.publish(alarm_audit(event, actor_id=actor_id))
-    log.info(event.routing_key, alert_id=event.alert_id, rule=event.rule, priority=event.priority)
-
-
-def alarm_audit(event: AlertChanged, *, actor_id: str | None) -> AuditRecorded:
-    """Describe an alarm's change for the audit log (no values: they are clinical data)."""
-    return AuditRecorded(
-        organisation_id=event.organisation_id,
-        occurred_at=event.changed_at,
-        actor_type=ActorType.USER if actor_id else ActorType.SERVICE,
-        actor_id=actor_id or "analytics",
-        action=event.routing_key,
-        object_type="alert",
-        object_id=event.alert_id,
-        patient_id=event.patient_id,
-        detail={
-            "rule": event.rule,
-            "rule_version": event.rule_version,
-            "priority": event.priority,
-            "state": event.state,
-        },
-    )
-
-
-def publish_change(
-    uow: UnitOfWork,
-    kind: type[AlertChanged],
-    row: Alert,
-    *,
-    now: dt.datetime,
-    actor_id: str | None = None,
-) -> AlertChanged:
-    """Publish (and audit) one change of a stored alarm; return the event."""
-    event = alarm_event(kind, alarm_snapshot(row), now=now, actor_id=actor_id)
-    uow.publish(event)
-    uow.publish(alarm_audit(event, actor_id=actor_id))
-    return event
+        publish_change(uow, EVENT_OF_CHANGE[change], row, now=now)

@@ -1,60 +1,31 @@
 """Use cases of the analytics context: alarms (list, acknowledge, silence), the devices
-context's technical alarms, rules, NEWS2, forecasts, alarm-fatigue figures and the model
-registry. The live evaluation of readings is in `evaluation.py`; advisories in `advisories.py`.
+context's technical alarms and the rules. NEWS2 and forecasts are in `scores.py`, alarm-fatigue
+figures in `figures.py`, the live evaluation of readings in `evaluation.py`, advisories in
+`advisories.py`, the model registry in `modelling.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import structlog
 
-from medcloud.analytics import forecast as forecasting
-from medcloud.analytics import news2, repository
+from medcloud.analytics import repository
 from medcloud.analytics.alarms import Action as AlarmAction
 from medcloud.analytics.alarms import AlarmState, transition
-from medcloud.analytics.evaluation import publish_change, rule_of, subject_of
-from medcloud.analytics.events import (
-    AlertAcknowledged,
-    AlertRaised,
-    AlertResolved,
-    AlertSilenced,
-)
+from medcloud.analytics.changes import publish_change, rule_of, subject_of
+from medcloud.analytics.events import AlertAcknowledged, AlertRaised, AlertResolved, AlertSilenced
 from medcloud.analytics.models import OPEN_STATES, AlarmRule, Alert
-from medcloud.analytics.rules import Rule, RuleKind, Scope, default_rules, effective_rules
+from medcloud.analytics.rules import Rule, Scope, default_rules, effective_rules
 from medcloud.analytics.rules import validate as validate_rule
-from medcloud.analytics.schemas import (
-    AlertPage,
-    AlertRead,
-    AlertSource,
-    FatigueRead,
-    FatigueRow,
-    ForecastPointRead,
-    ForecastRead,
-    News2History,
-    News2In,
-    News2Read,
-    News2ScoreRead,
-    RuleIn,
-    RulePage,
-    RuleRead,
-)
+from medcloud.analytics.schemas import AlertPage, AlertRead, AlertSource, RuleIn, RulePage, RuleRead
+from medcloud.analytics.scores import patient_in_scope
 from medcloud.config import Settings
 from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
-from medcloud.platform.audit import AuditRecorded, audit_record
-from medcloud.platform.catalogue import CATALOGUE
-from medcloud.platform.directory import (
-    CareDirectory,
-    PatientDirectory,
-    PatientRef,
-    ReadingHistory,
-)
+from medcloud.platform.audit import audit_record
+from medcloud.platform.directory import CareDirectory, PatientDirectory
 from medcloud.platform.errors import FieldError, Invalid, NotFound
 from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import ensure_in_care_scope
@@ -328,7 +299,7 @@ async def list_rules(
         ]
     defaults = default_rules(settings.alerts)
     if patient_id is not None:
-        patient = await _patient_in_scope(patients, care, principal, patient_id)
+        patient = await patient_in_scope(patients, care, principal, patient_id)
         applied = effective_rules(
             defaults, configured, ward_id=patient.ward_id, patient_id=patient_id
         )
@@ -453,304 +424,3 @@ async def delete_rule(*, uow: UnitOfWork, principal: UserPrincipal, rule_id: str
 
 
 # NEWS2
-
-
-def calculate_news2(body: News2In) -> News2Read:
-    """Score observations with NEWS2 (stateless: nothing is stored or audited)."""
-    result = news2.score(
-        news2.Vitals(
-            respiratory_rate=body.respiratory_rate,
-            spo2=body.spo2,
-            spo2_scale=body.spo2_scale,
-            supplemental_oxygen=body.supplemental_oxygen,
-            systolic_bp=body.systolic_bp,
-            pulse=body.pulse,
-            consciousness=body.consciousness,
-            temperature=body.temperature,
-        )
-    )
-    return News2Read(score=result.score, risk=result.risk, components=result.components)
-
-
-async def _patient_in_scope(
-    patients: PatientDirectory, care: CareDirectory, principal: UserPrincipal, patient_id: str
-) -> PatientRef:
-    patient = await patients.get(patient_id)
-    if patient is None or patient.organisation_id != principal.organisation_id:
-        raise NotFound("patient not found")
-    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-    ensure_in_care_scope(scope, patient_id, "patient")
-    return patient
-
-
-def _patient_audit(
-    principal: UserPrincipal,
-    action: str,
-    *,
-    occurred_at: dt.datetime,
-    patient_id: str,
-    detail: dict[str, Any],
-) -> AuditRecorded:
-    return audit_record(
-        principal,
-        action,
-        occurred_at=occurred_at,
-        object_type="patient",
-        object_id=patient_id,
-        patient_id=patient_id,
-        detail=detail,
-    )
-
-
-async def news2_history(
-    *,
-    uow: UnitOfWork,
-    patients: PatientDirectory,
-    care: CareDirectory,
-    principal: UserPrincipal,
-    patient_id: str,
-    hours: float,
-    limit: int,
-) -> News2History:
-    """Return a patient's NEWS2 scores, newest first (audited)."""
-    await _patient_in_scope(patients, care, principal, patient_id)
-    async with uow:
-        now = uow.clock.now()
-        rows = await repository.scores(
-            uow.session, patient_id, now - dt.timedelta(hours=hours), now + dt.timedelta(1), limit
-        )
-        scale = (await repository.spo2_scales(uow.session, [patient_id])).get(patient_id, 1)
-        uow.publish(
-            _patient_audit(
-                principal,
-                "news2.read",
-                occurred_at=now,
-                patient_id=patient_id,
-                detail={"count": len(rows)},
-            )
-        )
-        await uow.commit()
-    return News2History(
-        patient_id=patient_id,
-        spo2_scale=scale,
-        items=[
-            News2ScoreRead(
-                score=row.score,
-                risk=news2.Risk(row.risk),
-                components=orjson.loads(row.components),
-                scored_at=row.scored_at,
-                spo2_scale=row.spo2_scale,
-                live=row.live,
-            )
-            for row in rows
-        ],
-    )
-
-
-async def set_spo2_scale(
-    *,
-    uow: UnitOfWork,
-    patients: PatientDirectory,
-    care: CareDirectory,
-    principal: UserPrincipal,
-    patient_id: str,
-    scale: int,
-) -> None:
-    """Choose the SpO2 scale NEWS2 scores a patient on (a clinician's decision, audited)."""
-    await _patient_in_scope(patients, care, principal, patient_id)
-    async with uow:
-        now = uow.clock.now()
-        await repository.save_scoring(
-            uow.session,
-            {
-                "patient_id": patient_id,
-                "organisation_id": principal.organisation_id,
-                "spo2_scale": scale,
-                "updated_at": now,
-                "updated_by": principal.user_id,
-            },
-        )
-        uow.publish(
-            _patient_audit(
-                principal,
-                "news2.scale.set",
-                occurred_at=now,
-                patient_id=patient_id,
-                detail={"spo2_scale": scale},
-            )
-        )
-        await uow.commit()
-
-
-# Forecasts
-
-
-async def forecast_vital(
-    *,
-    uow: UnitOfWork,
-    settings: Settings,
-    patients: PatientDirectory,
-    care: CareDirectory,
-    readings: ReadingHistory,
-    principal: UserPrincipal,
-    patient_id: str,
-    measurement: str,
-    horizon: dt.timedelta,
-) -> ForecastRead:
-    """Forecast one of a patient's vitals over `horizon`, with a prediction interval (audited)."""
-    kind = CATALOGUE.get(measurement)
-    if kind is None:
-        raise Invalid(
-            "unknown measurement type",
-            errors=[FieldError("query.type", f"one of {', '.join(sorted(CATALOGUE))}")],
-        )
-    if not dt.timedelta(minutes=1) <= horizon <= dt.timedelta(hours=6):
-        raise Invalid(
-            "the horizon is out of range",
-            errors=[FieldError("query.horizon", "from PT1M to PT6H")],
-        )
-    patient = await _patient_in_scope(patients, care, principal, patient_id)
-    now = uow.clock.now()
-    history = dt.timedelta(hours=settings.alerts.forecast_history_hours)
-    series = await readings.series(patient_id, measurement, now - history, now + dt.timedelta(1))
-    try:
-        result = forecasting.forecast(
-            [t for t, _ in series],
-            [v for _, v in series],
-            horizon=horizon,
-            history=history,
-            minimum=kind.minimum,
-            maximum=kind.maximum,
-        )
-    except forecasting.NotEnoughData as exc:
-        raise Invalid(str(exc), errors=[FieldError("query.type", str(exc))]) from exc
-    async with uow:
-        configured = [
-            rule_of(r) for r in await repository.rules_of(uow.session, [principal.organisation_id])
-        ]
-        uow.publish(
-            _patient_audit(
-                principal,
-                "forecast.read",
-                occurred_at=now,
-                patient_id=patient_id,
-                detail={"type": measurement},
-            )
-        )
-        await uow.commit()
-    rules = effective_rules(
-        default_rules(settings.alerts),
-        configured,
-        ward_id=patient.ward_id,
-        patient_id=patient_id,
-    )
-    limits = [r for r in rules if r.kind == RuleKind.THRESHOLD and r.measurement == measurement]
-    crossing = None
-    if limits:
-        found = forecasting.first_crossing(result, low=limits[0].low, high=limits[0].high)
-        crossing = (
-            None if found is None else ForecastPointRead.model_validate(found, from_attributes=True)
-        )
-    return ForecastRead(
-        patient_id=patient_id,
-        type=measurement,
-        unit=kind.unit,
-        method=result.method,
-        level=result.level,
-        step_seconds=result.step.total_seconds(),
-        history_points=len(series),
-        points=[ForecastPointRead.model_validate(p, from_attributes=True) for p in result.points],
-        crossing=crossing,
-    )
-
-
-# Alarm fatigue
-
-
-def _percentile(values: Sequence[float], share: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
-
-
-def _figures(
-    ward_id: str | None, rule: str, alerts: Sequence[Alert], patient_days: float
-) -> FatigueRow:
-    waits = [
-        (a.acknowledged_at - a.raised_at).total_seconds()
-        for a in alerts
-        if a.acknowledged_at is not None
-    ]
-    count = len(alerts)
-    return FatigueRow(
-        ward_id=ward_id,
-        rule=rule,
-        alarms=count,
-        patient_days=round(patient_days, 3),
-        alarms_per_patient_day=round(count / patient_days, 3) if patient_days else 0.0,
-        acknowledged=len(waits),
-        time_to_acknowledge_p50_seconds=_percentile(waits, 0.5),
-        time_to_acknowledge_p90_seconds=_percentile(waits, 0.9),
-        silenced_share=round(sum(1 for a in alerts if a.silence_count) / count, 4)
-        if count
-        else 0.0,
-        escalated_share=(
-            round(sum(1 for a in alerts if a.escalation_count) / count, 4) if count else 0.0
-        ),
-    )
-
-
-async def alarm_figures(
-    *,
-    uow: UnitOfWork,
-    care: CareDirectory,
-    principal: UserPrincipal,
-    start: dt.datetime | None,
-    end: dt.datetime | None,
-) -> FatigueRead:
-    """Return alarms per patient-day, time to acknowledge and the shares silenced and escalated,
-    per ward and rule, over [start, end) (default: the last 7 days)."""
-    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-    async with uow:
-        now = uow.clock.now()
-        end = end or now
-        start = start or end - dt.timedelta(days=7)
-        if start >= end:
-            raise Invalid("empty period", errors=[FieldError("query.start", "before end")])
-        alerts = await repository.alarms_between(
-            uow.session,
-            principal.organisation_id,
-            start,
-            end,
-            None if scope.whole_organisation else scope.patient_ids,
-        )
-        uow.publish(
-            audit_record(
-                principal,
-                "alarm_figures.read",
-                occurred_at=now,
-                object_type="alert",
-                detail={"count": len(alerts)},
-            )
-        )
-        await uow.commit()
-    days = (end - start).total_seconds() / 86_400
-    # A patient-day counts each patient who had any alarm in the period for the whole period:
-    # the platform knows of no admissions, so this is the conservative denominator.
-    patients_by_ward: dict[str | None, set[str]] = defaultdict(set)
-    groups: dict[tuple[str | None, str], list[Alert]] = defaultdict(list)
-    for alert in alerts:
-        groups[(alert.ward_id, alert.rule)].append(alert)
-        patients_by_ward[alert.ward_id].add(alert.patient_id or alert.device_id)
-    every_patient = set().union(*patients_by_ward.values()) if patients_by_ward else set()
-    rows = [
-        _figures(ward, rule, group, len(patients_by_ward[ward]) * days)
-        for (ward, rule), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
-    ]
-    return FatigueRead(
-        start=start,
-        end=end,
-        total=_figures(None, "*", alerts, len(every_patient) * days),
-        rows=rows,
-    )

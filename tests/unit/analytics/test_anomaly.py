@@ -34,10 +34,10 @@ from medcloud.analytics.anomaly import (
     featurise,
     featurise_patients,
     fit,
-    simulate,
     simulated_training_set,
     train,
 )
+from medcloud.analytics.simulation import simulate
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.UTC)
 NEUTRAL = (0.0, 1.0, 0.0)

@@ -1,5 +1,8 @@
-# medcloud — every setup step lives here. Needs only Python 3.11 and make.
-PYTHON ?= python3.11
+# medcloud — every setup step lives here. Needs only make and Python 3.11, 3.12 or 3.13.
+# The newest supported interpreter on the PATH, unless given: make PYTHON=/path/to/python3.12
+SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c '$(SUPPORTED)' 2>/dev/null && { echo $$p; break; }; done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -7,7 +10,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup demo serve test lint format unit integration services-test clean
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "medcloud needs Python 3.11, 3.12 or 3.13 and found none:" \
+	  "install one (Debian/Ubuntu: apt-get install python3 python3-venv) or name it with" \
+	  "make PYTHON=/path/to/python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
@@ -29,8 +35,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Three workers on two cores: most of a test's time is spent waiting on a server, a broker or
+# an eventual condition, so a third worker fills the cores the other two leave idle.
+TEST_WORKERS ?= 3
+
 test: lint ## lint, then the whole test suite (add MEDCLOUD_TEST_SERVICES=1 for the real services)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

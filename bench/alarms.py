@@ -536,6 +536,16 @@ def _delete_queues(amqp: str, tag: str, exchange: str) -> None:
     asyncio.run(run())
 
 
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """The services a deployment runs on, and extra settings: every deploying bench takes them."""
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--env", nargs=2, action="append", metavar=("NAME", "VALUE"), help="an extra setting"
+    )
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(
@@ -572,12 +582,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="devices,ingest,audit",
         help="with --split: the contexts whose consumers the worker runs",
     )
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument(
-        "--env", nargs=2, action="append", metavar=("NAME", "VALUE"), help="an extra setting"
-    )
+    add_service_options(parser)
     args = parser.parse_args(argv)
     if args.split is None:
         args.split = args.deployment == "services"

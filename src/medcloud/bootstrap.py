@@ -32,7 +32,9 @@ from medcloud.platform.security import TokenKeys, TokenService, configure_passwo
 
 log = structlog.get_logger(__name__)
 
-ALL_CONTEXTS = ("identity", "devices", "ingest", "analytics", "audit")
+# Notifications before analytics: its `/api/v1/alerts/stream` must be matched before the
+# alert list's `/api/v1/alerts/{alert_id}` when one process serves both.
+ALL_CONTEXTS = ("identity", "devices", "ingest", "notifications", "analytics", "audit")
 
 
 def load_contexts(names: Iterable[str] = ALL_CONTEXTS) -> list[Context]:
@@ -111,7 +113,7 @@ def bootstrap(
         metrics=metrics,
         tokens=tokens,
         relay=relay,
-        devices=SqlDeviceDirectory(read_sessions, clock),
+        devices=SqlDeviceDirectory(read_sessions, clock, write_sessions=write_sessions),
         patients=SqlPatientDirectory(read_sessions),
         care=SqlCareDirectory(read_sessions, clock),
         readings=SqlReadingHistory(read_sessions),
@@ -151,7 +153,7 @@ def create_object_store(settings: Settings) -> ObjectStore:
     """Build the object store adapter the settings name (no connection is made here)."""
     url = settings.objects.url
     if not url:
-        return DirectoryObjectStore(settings.devices.object_dir or settings.var_dir / "objects")
+        return DirectoryObjectStore(settings.var_dir / "objects")
     if url.startswith("file://"):
         return DirectoryObjectStore(Path(url.removeprefix("file://")))
     if url.startswith("s3://"):
@@ -221,6 +223,7 @@ class Lifecycle:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.runtime.devices.close()
         await self.runtime.bus.close()
         await self.runtime.cache.close()
         await self.runtime.database.dispose()

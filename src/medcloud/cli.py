@@ -244,6 +244,9 @@ def demo(
     var_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
         "var/demo"
     ),
+    mailbox_port: Annotated[
+        int, typer.Option(help="Port of the demo's local SMTP mailbox, which alarms are mailed to.")
+    ] = 2525,
 ) -> None:
     """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
     from medcloud.demo import run_demo
@@ -262,6 +265,7 @@ def demo(
             admin_email="admin@demo.medcloud",
             admin_password=password,
             started=started,
+            mailbox_port=mailbox_port,
         )
     )
 
@@ -322,6 +326,23 @@ def bench_forecast(ctx: typer.Context) -> None:
     """Backtest forecasts on simulated patients; print MAE beside a last-value baseline."""
     _checkout_bench("forecast")
     from bench.forecast import main as run_bench
+
+    run_bench(ctx.args)
+
+
+@bench_app.command(
+    "notify",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_notify(ctx: typer.Context) -> None:
+    """Raise alarms at a rate against a real SMTP server; print delivery latency as JSON.
+
+    Options: --deployment embedded|services --rate R --seconds S;
+    `medcloud bench notify --help` lists them all.
+    """
+    _checkout_bench("notify")
+    from bench.notify import main as run_bench
 
     run_bench(ctx.args)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +126,17 @@ class IngestSettings(BaseModel):
 class DevicesSettings(BaseModel):
     """Device registry, status monitoring and firmware rollouts."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_object_dir(cls, data: Any) -> Any:
+        # Ignored like any unknown setting, it would have firmware looked for in the wrong place.
+        if isinstance(data, dict) and "object_dir" in data:
+            raise ValueError(
+                "devices.object_dir (MEDCLOUD_DEVICES__OBJECT_DIR) was removed: "
+                "set MEDCLOUD_OBJECTS__URL=file:///that/directory instead"
+            )
+        return data
+
     default_reporting_interval_seconds: float = 60.0
     """Expected reporting interval of a device whose model names none."""
     offline_after_missed_intervals: float = 3.0
@@ -133,8 +145,6 @@ class DevicesSettings(BaseModel):
     """How often the status monitor looks for silent devices and stalled updates."""
     low_battery_percent: float = 20.0
     """A heartbeat at or below this battery level raises a technical alert."""
-    object_dir: Path | None = None
-    """Deprecated: directory of the object store, used when `objects.url` is empty."""
     firmware_max_bytes: int = 64 * 1024 * 1024
     """Largest firmware image accepted (the edge's `max_body_bytes` applies too)."""
     update_timeout_seconds: float = 3600.0
@@ -207,6 +217,60 @@ class AuditSettings(BaseModel):
     """PEM Ed25519 key that signs checkpoints; empty means a key file in `var_dir`."""
     checkpoint_every: int = 1000
     """Entries between two signed checkpoints."""
+
+
+class NotificationSettings(BaseModel):
+    """Channels, escalation and delivery of the notifications context."""
+
+    smtp_host: str = ""
+    """SMTP server for email; empty turns the email channel off."""
+    smtp_port: int = 25
+    smtp_security: Literal["plain", "starttls", "tls"] = "plain"
+    """`starttls` upgrades a plain connection; `tls` connects with TLS (port 465)."""
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_connections: int = 4
+    """SMTP connections kept open and reused."""
+    mail_from: str = "medcloud <alarms@medcloud.localhost>"
+    sms_base_url: str = ""
+    """Root of a Twilio-compatible REST API (e.g. `https://api.twilio.com/2010-04-01`); empty
+    turns the SMS channel off."""
+    sms_account_sid: str = ""
+    sms_auth_token: SecretStr | None = None
+    sms_from: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where people reach this medcloud: links in messages and the SMS status callback."""
+    link_secret: SecretStr | None = None
+    """Key that signs acknowledge links in emails; empty means a key file in `var_dir`."""
+    link_minutes: int = 30
+    """How long an acknowledge link works (once)."""
+    webhook_allow_loopback: bool = False
+    """Accept webhook URLs on this machine (127.0.0.0/8, ::1, localhost): for development.
+    Link-local addresses (cloud metadata services) are refused always."""
+    webhook_tolerance_seconds: int = 300
+    """Replay window receivers are told to allow between a webhook's timestamp and its arrival."""
+    max_attempts: int = 4
+    """Attempts on one channel before falling back to the recipient's next channel."""
+    retry_base_seconds: float = 1.0
+    """First retry delay; it doubles with each attempt, with full jitter."""
+    retry_max_seconds: float = 60.0
+    breaker_failures: int = 5
+    """Consecutive failures that open a channel's circuit (and raise a technical alarm)."""
+    breaker_reset_seconds: float = 30.0
+    """How long an open circuit waits before one probe delivery is let through."""
+    senders: int = 16
+    """Deliveries in flight at once per worker."""
+    poll_seconds: float = 1.0
+    """How often the escalation and delivery loops look for due work when nothing woke them."""
+    claim_seconds: float = 60.0
+    """How long a claimed delivery stays with its worker; a killed worker's claims expire."""
+    stream_poll_seconds: float = 0.5
+    """How often a live stream looks for new events written by another process."""
+    stream_keep_days: float = 2.0
+    """How long events stay in the live stream's feed for clients to resume from."""
+    demo_mailbox_port: int = 0
+    """With a port, `medcloud serve` starts a local SMTP mailbox there (Maildir in `var_dir`)
+    and sends email to it: the demo shows alarms as email without any account anywhere."""
 
 
 class Settings(BaseSettings):
@@ -289,6 +353,8 @@ class Settings(BaseSettings):
     """Object storage: a local directory or an S3-compatible bucket."""
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     """The MQTT transport and device credentials on the broker."""
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    """Email, SMS and webhook channels, escalation and delivery."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import mailbox
+import signal
 import time
+from collections.abc import Iterator
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import httpx
+import orjson
 import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
@@ -14,10 +21,34 @@ from rich.table import Table
 
 from medcloud import simulator
 from medcloud.app import create_app
-from medcloud.config import Settings
+from medcloud.config import NotificationSettings, Settings
 from medcloud.platform.logging import configure_logging
 
 REPORT_EVERY_SECONDS = 5.0
+
+
+class _DemoServer(uvicorn.Server):
+    """The demo's server: Ctrl-C (or SIGTERM) ends the demo, which then stops the server.
+
+    Left to uvicorn, the signal stops the server under the demo's feet (its next request fails
+    with a traceback) and is raised again once the server is down (a second traceback and exit
+    status 130). Here it only sets `stopping`.
+    """
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 async def run_demo(
@@ -29,25 +60,29 @@ async def run_demo(
     admin_email: str,
     admin_password: str,
     started: float,
+    mailbox_port: int = 2525,
 ) -> None:
     """Run the demo until `seconds` pass or the server is stopped."""
+    base = f"http://127.0.0.1:{port}"
     settings = Settings(
         var_dir=var_dir,
         bootstrap_admin_email=admin_email,
         bootstrap_admin_password=SecretStr(admin_password),
+        # Alarms go to a mailbox the demo keeps (a Maildir under var_dir): no account anywhere.
+        notifications=NotificationSettings(demo_mailbox_port=mailbox_port, public_url=base),
     )
     configure_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
     )
-    server = uvicorn.Server(config)
+    stopping = asyncio.Event()
+    server = _DemoServer(config, stopping)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             await serving
             return
         await asyncio.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
     out = Console()
     out.print(f"[bold green]medcloud demo[/] ready in {time.monotonic() - started:.1f} s at {base}")
     out.print(f"  admin:    {admin_email}")
@@ -57,10 +92,17 @@ async def run_demo(
         "  try:      curl -s -X POST "
         f"{base}/api/v1/auth/token -d username={admin_email} -d password={admin_password}"
     )
+    maildir = var_dir / "mailbox"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         token = await simulator.admin_token(client, admin_email, admin_password)
+        headers = {"Authorization": f"Bearer {token}"}
+        await _on_call(client, headers, admin_email)
+        out.print(f"  on call:  {admin_email}, told by email (SMTP on 127.0.0.1:{mailbox_port})")
+        out.print(f"  mailbox:  {maildir} (a Maildir: `mutt -f {maildir}` opens it)")
+        out.print(f"  live:     curl -N -H 'Authorization: Bearer …' {base}/api/v1/alerts/stream")
         fleet = await simulator.register_fleet(client, token, devices, prefix="DEMO")
         out.print(f"  streaming vitals from {len(fleet)} simulated monitors, 1 reading/s each\n")
+        live = asyncio.create_task(_follow_stream(base, headers, out))
         streaming = asyncio.create_task(
             simulator.stream(
                 client,
@@ -71,17 +113,81 @@ async def run_demo(
                 first_episode_after=10.0,
             )
         )
-        headers = {"Authorization": f"Bearer {token}"}
         shown: set[str] = set()
+        mailed: set[str] = set()
+        stopped = asyncio.create_task(stopping.wait())
         try:
-            while not serving.done() and not streaming.done():
-                await asyncio.wait({serving, streaming}, timeout=REPORT_EVERY_SECONDS)
+            while not (serving.done() or streaming.done() or stopping.is_set()):
+                await asyncio.wait(
+                    {serving, streaming, stopped},
+                    timeout=REPORT_EVERY_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stopping.is_set():
+                    break
                 await _report(client, headers, fleet, shown, out)
+                _report_mail(maildir, mailed, out)
         finally:
-            streaming.cancel()
-            await asyncio.gather(streaming, return_exceptions=True)
+            for task in (streaming, live, stopped):
+                task.cancel()
+            await asyncio.gather(streaming, live, stopped, return_exceptions=True)
     server.should_exit = True
     await serving
+    if stopping.is_set():
+        out.print("[bold green]medcloud demo[/] stopped; its data stays in " + str(var_dir))
+
+
+async def _on_call(client: httpx.AsyncClient, headers: dict[str, str], email: str) -> None:
+    """Put the demo admin on call for the whole organisation, reached by email."""
+    me = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    await client.put(
+        f"/api/v1/notifications/recipients/{me}",
+        json={"email": email, "channels": {"high": ["email"], "medium": ["email"]}},
+        headers=headers,
+    )
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    response = await client.post(
+        "/api/v1/on-call",
+        json={
+            "user_id": me,
+            "duty": "primary",
+            "starts_at": start.isoformat(),
+            "ends_at": (start + dt.timedelta(days=1)).isoformat(),
+        },
+        headers=headers,
+    )
+    response.raise_for_status()
+
+
+async def _follow_stream(base: str, headers: dict[str, str], out: Console) -> None:
+    """Print each alarm change as the live stream (Server-Sent Events) delivers it."""
+    async with (
+        # The server sends a comment at least every 15 s on a quiet stream.
+        httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(10, read=60)) as client,
+        client.stream("GET", "/api/v1/alerts/stream", headers=headers) as response,
+    ):
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                alarm = orjson.loads(line[6:])
+                out.print(
+                    f"[bold magenta]LIVE[/]  {kind}: {alarm['priority']} {alarm['rule']} "
+                    "(GET /api/v1/alerts/stream)"
+                )
+
+
+def _report_mail(maildir: Path, mailed: set[str], out: Console) -> None:
+    """Print the subject of each email that arrived in the demo's mailbox since last time."""
+    if not (maildir / "new").is_dir():
+        return
+    for key, message in mailbox.Maildir(maildir, create=False).items():
+        if key in mailed:
+            continue
+        mailed.add(key)
+        subject = str(make_header(decode_header(message.get("Subject", ""))))
+        out.print(f"[bold cyan]EMAIL[/] to {message.get('To')}: {subject}")
 
 
 async def _report(

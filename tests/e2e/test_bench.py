@@ -21,7 +21,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def bench(*args: str) -> dict[str, object]:
     command = [sys.executable, "-m", "bench.ingest", "--seconds", "2", *args]
-    done = subprocess.run(  # noqa: S603  (our own benchmark, fixed arguments)
+    done = subprocess.run(
         command, cwd=CHECKOUT, capture_output=True, text=True, timeout=240, check=False
     )
     assert done.returncode == 0, done.stderr[-4000:]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from medcloud.analytics import service as analytics
+from medcloud.analytics import technical as analytics
 from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
-from medcloud.devices import service as devices
+from medcloud.devices import status as devices
 from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
 from medcloud.platform.clock import FrozenClock
 from medcloud.platform.models import ProcessedEvent

@@ -221,7 +221,7 @@ async def forecast(
     runtime: RuntimeDep,
     settings: SettingsDep,
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
-    type: Annotated[str, Query(max_length=40)] = "heart_rate",  # noqa: A002
+    type: Annotated[str, Query(max_length=40)] = "heart_rate",
     horizon: Annotated[str, Query(max_length=20, description="ISO 8601 duration")] = "PT30M",
 ) -> ForecastRead:
     """Forecast one vital sign with a prediction interval (`horizon` such as PT30M)."""

@@ -287,7 +287,7 @@ def _ets(
                 alpha=alpha
             )
             criterion = float(result.aicc)
-        except Exception:
+        except Exception:  # noqa: BLE001  (see below)
             # statsmodels reports a failed fit in many ways; each means: use a simpler model.
             return None
     mean, lower, upper = (

@@ -1,29 +1,27 @@
-"""Use cases of the analytics context: alarms (list, acknowledge, silence), the devices
-context's technical alarms and the rules. NEWS2 and forecasts are in `scores.py`, alarm-fatigue
-figures in `figures.py`, the live evaluation of readings in `evaluation.py`, advisories in
-`advisories.py`, the model registry in `modelling.py`.
+"""Use cases of the analytics context: alarms (list, acknowledge, silence) and the rules.
+Technical alarms (a device's, or a failure to notify) are in `technical.py`, NEWS2 and forecasts
+in `scores.py`, alarm-fatigue figures in `figures.py`, the live evaluation of readings in
+`evaluation.py`, advisories in `advisories.py`, the model registry in `modelling.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 import structlog
 
 from medcloud.analytics import repository
 from medcloud.analytics.alarms import Action as AlarmAction
 from medcloud.analytics.alarms import AlarmState, transition
-from medcloud.analytics.changes import publish_change, rule_of, subject_of
-from medcloud.analytics.events import AlertAcknowledged, AlertRaised, AlertResolved, AlertSilenced
+from medcloud.analytics.changes import publish_change, rule_of
+from medcloud.analytics.events import AlertAcknowledged, AlertResolved, AlertSilenced
 from medcloud.analytics.models import OPEN_STATES, AlarmRule, Alert
 from medcloud.analytics.rules import Rule, Scope, default_rules, effective_rules
 from medcloud.analytics.rules import validate as validate_rule
 from medcloud.analytics.schemas import AlertPage, AlertRead, AlertSource, RuleIn, RulePage, RuleRead
 from medcloud.analytics.scores import patient_in_scope
 from medcloud.config import Settings
-from medcloud.devices.events import DeviceAlertRaised, DeviceAlertResolved
 from medcloud.platform.audit import audit_record
 from medcloud.platform.directory import CareDirectory, PatientDirectory
 from medcloud.platform.errors import FieldError, Invalid, NotFound
@@ -130,21 +128,26 @@ async def acknowledge_alert(
     resolves."""
     async with uow:
         alert = await _alarm_in_scope(uow, care, principal, alert_id)
-        now = uow.clock.now()
-        moved = transition(
-            AlarmState(alert.state),
-            latching=alert.latching,
-            condition_active=alert.condition_active,
-            action=AlarmAction.ACKNOWLEDGE,
-        )
-        alert.state = AlarmState.ACKNOWLEDGED.value
-        alert.acknowledged_at, alert.acknowledged_by, alert.updated_at = now, principal.user_id, now
-        publish_change(uow, AlertAcknowledged, alert, now=now, actor_id=principal.user_id)
-        if moved.state == AlarmState.RESOLVED:
-            alert.state, alert.resolved_at = AlarmState.RESOLVED.value, now
-            publish_change(uow, AlertResolved, alert, now=now, actor_id=principal.user_id)
+        _acknowledge(uow, alert, principal.user_id)
         await uow.commit()
     return AlertRead.model_validate(alert)
+
+
+def _acknowledge(uow: UnitOfWork, alert: Alert, actor_id: str) -> None:
+    """Acknowledge a stored alarm (409 unless open and unacknowledged), publishing the change."""
+    now = uow.clock.now()
+    moved = transition(
+        AlarmState(alert.state),
+        latching=alert.latching,
+        condition_active=alert.condition_active,
+        action=AlarmAction.ACKNOWLEDGE,
+    )
+    alert.state = AlarmState.ACKNOWLEDGED.value
+    alert.acknowledged_at, alert.acknowledged_by, alert.updated_at = now, actor_id, now
+    publish_change(uow, AlertAcknowledged, alert, now=now, actor_id=actor_id)
+    if moved.state == AlarmState.RESOLVED:
+        alert.state, alert.resolved_at = AlarmState.RESOLVED.value, now
+        publish_change(uow, AlertResolved, alert, now=now, actor_id=actor_id)
 
 
 async def silence_alert(
@@ -180,83 +183,16 @@ async def silence_alert(
     return AlertRead.model_validate(alert)
 
 
-async def record_technical_alert(*, uow: UnitOfWork, alert: DeviceAlertRaised) -> bool:
-    """Put a device's technical alarm in its patient's alarm list; tell whether it is new.
+async def acknowledge_by_link(*, uow: UnitOfWork, alert_id: str, user_id: str) -> None:
+    """Acknowledge an alarm for someone who used the signed link they were sent.
 
-    A device in use on nobody raises no clinical concern: its alerts stay with the devices
-    context (`/device-alerts`), where technicians look.
+    The link proves who it was sent to: the notifications context paged that person about this
+    alarm, and checked the signature, the expiry and that the link was not used before.
     """
-    if alert.patient_id is None:
-        return False
-    row = _technical_row(
-        alert,
-        patient_id=alert.patient_id,
-        severity=alert.severity,
-        message=alert.message,
-        raised_at=alert.raised_at,
-    )
-    recorded = await repository.record_technical(uow.session, row)
-    if recorded:
-        publish_change(uow, AlertRaised, Alert(**row, source="technical"), now=uow.clock.now())
-        log.info("alert.technical.recorded", alert_id=alert.alert_id, kind=alert.kind)
-    return recorded
-
-
-async def resolve_technical_alert(*, uow: UnitOfWork, resolution: DeviceAlertResolved) -> None:
-    """Mark a technical alarm resolved, recording it whole if its raise has not arrived yet."""
-    found = await repository.get_alarm(uow.session, resolution.alert_id, lock=True)
-    if found is not None:
-        if found.state != AlarmState.RESOLVED.value:
-            found.state, found.condition_active = AlarmState.RESOLVED.value, False
-            found.resolved_at = found.updated_at = resolution.resolved_at
-            publish_change(uow, AlertResolved, found, now=uow.clock.now())
-        return
-    if resolution.raised_at is None or resolution.severity is None:
-        # Published without the raise's details: only an alarm already recorded can be resolved.
-        log.info("alert.technical.resolved", alert_id=resolution.alert_id, found=False)
-        return
-    if resolution.patient_id is None:
-        return
-    row = _technical_row(
-        resolution,
-        patient_id=resolution.patient_id,
-        severity=resolution.severity,
-        message=resolution.message,
-        raised_at=resolution.raised_at,
-    ) | {
-        "resolved_at": resolution.resolved_at,
-        "state": AlarmState.RESOLVED.value,
-        "condition_active": False,
-    }
-    await repository.record_resolved_technical(uow.session, row)
-    log.info("alert.technical.resolved", alert_id=resolution.alert_id)
-
-
-def _technical_row(
-    event: DeviceAlertRaised | DeviceAlertResolved,
-    *,
-    patient_id: str,
-    severity: str,
-    message: str | None,
-    raised_at: dt.datetime,
-) -> dict[str, Any]:
-    # The devices context's alert id is kept as ours: a redelivered or reordered event then
-    # finds its row by primary key, and both lists name the alert alike.
-    return {
-        "id": event.alert_id,
-        "organisation_id": event.organisation_id,
-        "device_id": event.device_id,
-        "patient_id": patient_id,
-        "subject": subject_of(None, event.device_id),
-        "state": AlarmState.ACTIVE.value,
-        "rule": event.kind,
-        "severity": severity if severity in ("high", "medium", "low") else "medium",
-        "message": message,
-        "raised_at": raised_at,
-        "updated_at": raised_at,
-        "condition_active": True,
-        "latching": False,
-    }
+    alert = await repository.get_alarm(uow.session, alert_id, lock=True)
+    if alert is None or alert.state != AlarmState.ACTIVE.value:
+        return  # acknowledged or resolved meanwhile: the link has nothing left to do
+    _acknowledge(uow, alert, user_id)
 
 
 # Rules

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medcloud.devices.api import router
 from medcloud.devices.handlers import SUBSCRIPTIONS
-from medcloud.devices.service import monitor_devices, refresh_active_devices
+from medcloud.devices.status import monitor_devices, refresh_active_devices
 from medcloud.platform.context import Context
 
 CONTEXT = Context(

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from medcloud.devices import rollouts, service
+from medcloud.devices import credentials, images, rollouts, service, updates
+from medcloud.devices import status as liveness  # `status` here is fastapi's (HTTP codes)
 from medcloud.devices.mqtt import BrokerAccess, broker_access
 from medcloud.devices.repository import DeviceFilter
 from medcloud.devices.schemas import (
@@ -183,7 +184,9 @@ async def list_credentials(
     device_id: str, session: QueryDep, principal: CredentialManager
 ) -> CredentialList:
     """List the device's credentials, newest first (never their tokens or hashes)."""
-    return await service.list_credentials(session=session, principal=principal, device_id=device_id)
+    return await credentials.list_credentials(
+        session=session, principal=principal, device_id=device_id
+    )
 
 
 @devices.post(
@@ -201,7 +204,7 @@ async def rotate_credentials(
 ) -> CredentialIssued:
     """Issue a new token, shown only this once; the previous ones work for `grace_seconds`
     over HTTP (over MQTT the new one replaces them at once)."""
-    return await service.rotate_credentials(
+    return await credentials.rotate_credentials(
         uow=uow,
         cache=runtime.cache,
         principal=principal,
@@ -220,7 +223,7 @@ async def revoke_credentials(
     principal: CredentialManager,
 ) -> CredentialList:
     """Stop every token of the device at once."""
-    return await service.revoke_credentials(
+    return await credentials.revoke_credentials(
         uow=uow, cache=runtime.cache, principal=principal, device_id=device_id, broker=broker
     )
 
@@ -233,7 +236,7 @@ async def heartbeat(
     device_id: str, beat: HeartbeatIn, uow: UowDep, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> DeviceStatusRead:
     """Take the device's sign of life: battery, signal strength, firmware version, uptime."""
-    return await service.record_heartbeat(
+    return await liveness.record_heartbeat(
         uow=uow, settings=runtime.settings, principal=principal, device_id=device_id, beat=beat
     )
 
@@ -247,7 +250,7 @@ async def check_for_update(
     device_id: str, uow: UowDep, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> UpdateOffer | Response:
     """Return the firmware the device should install now, or 204 when there is none."""
-    offer = await rollouts.offer_update(
+    offer = await updates.offer_update(
         uow=uow, settings=runtime.settings, principal=principal, device_id=device_id
     )
     return offer if offer is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -262,7 +265,7 @@ async def download_firmware(
     device_id: str, image_id: str, session: QueryDep, store: StoreDep, principal: CurrentPrincipal
 ) -> StreamingResponse:
     """Stream a firmware image of the device's model; check its SHA-256 and signature."""
-    image = await rollouts.download_image(
+    image = await images.download_image(
         session=session, store=store, principal=principal, device_id=device_id, image_id=image_id
     )
     return StreamingResponse(
@@ -284,7 +287,7 @@ async def report_progress(
     principal: CurrentPrincipal,
 ) -> ProgressRead:
     """Record how the device's update goes: downloading, installing, succeeded, failed."""
-    return await rollouts.report_progress(
+    return await updates.report_progress(
         uow=uow, principal=principal, device_id=device_id, report=report
     )
 
@@ -312,13 +315,13 @@ async def create_firmware(
     model_id: str, cmd: FirmwareCreate, uow: UowDep, principal: Manager
 ) -> FirmwareRead:
     """Announce a signed firmware image; upload its bytes next (PUT …/{version}/content)."""
-    return await rollouts.create_image(uow=uow, principal=principal, model_id=model_id, cmd=cmd)
+    return await images.create_image(uow=uow, principal=principal, model_id=model_id, cmd=cmd)
 
 
 @models.get("/{model_id}/firmware", response_model=FirmwareList)
 async def list_firmware(model_id: str, session: QueryDep, principal: Manager) -> FirmwareList:
     """List the model's firmware images, newest first."""
-    return await rollouts.list_images(session=session, principal=principal, model_id=model_id)
+    return await images.list_images(session=session, principal=principal, model_id=model_id)
 
 
 @models.put(
@@ -336,7 +339,7 @@ async def upload_firmware(
     principal: Manager,
 ) -> FirmwareRead:
     """Stream the image's bytes (raw body); kept only if they match the signed manifest."""
-    return await rollouts.upload_image(
+    return await images.upload_image(
         uow=uow,
         store=store,
         settings=runtime.settings,
@@ -404,7 +407,7 @@ async def list_device_alerts(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DeviceAlertPage:
     """List technical alerts (device offline while in use, low battery), newest first."""
-    return await service.list_device_alerts(
+    return await liveness.list_device_alerts(
         session=session,
         care=runtime.care,
         principal=principal,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 
@@ -17,16 +19,33 @@ log = structlog.get_logger(__name__)
 
 # A credential's last use is recorded at most this often, so authenticating stays a read.
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+# Uses are written together, this long after the first one noted: bookkeeping, off the path
+# of the request that authenticated.
+RECORD_USES_AFTER_SECONDS = 1.0
 
 
 class SqlDeviceDirectory:
-    """Look devices up in the registry."""
+    """Look devices up in the registry.
+
+    Authenticating a device only reads. That a credential was used is noted in memory and
+    written a moment later, for every credential used meanwhile, in one write transaction of
+    its own: a write on the request path would make each device's first request of the minute
+    queue for SQLite's single writer, and on the read connections it would wait holding one
+    that a writer may be waiting for.
+    """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Clock = SystemClock()
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock = SystemClock(),
+        *,
+        write_sessions: async_sessionmaker[AsyncSession],
     ) -> None:
         self._sessions = sessions
+        self._write_sessions = write_sessions
         self._clock = clock
+        self._uses: dict[str, dt.datetime] = {}
+        self._recorder: asyncio.Task[None] | None = None
 
     async def get(self, device_id: str) -> DeviceRef | None:
         """Return the device, or None."""
@@ -66,22 +85,15 @@ class SqlDeviceDirectory:
         now = self._clock.now()
         async with self._sessions() as session:
             found = await repository.find_working_credential(session, token_hash, now)
-            if found is None:
-                return None
-            since = now - LAST_USED_RESOLUTION
-            if found.last_used_at is None or found.last_used_at < since:
-                # The read transaction ends first: on SQLite a transaction that read before it
-                # writes cannot wait for the write lock, one that starts with the write can.
-                await session.rollback()
-                try:
-                    await repository.mark_credential_used(
-                        session, found.credential_id, now, unless_since=since
-                    )
-                    await session.commit()
-                except SQLAlchemyError as exc:
-                    # Bookkeeping only: a busy database must not turn a valid device away.
-                    await session.rollback()
-                    log.warning("device.last_used.failed", error=type(exc).__name__)
+        if found is None:
+            return None
+        if found.last_used_at is None or found.last_used_at < now - LAST_USED_RESOLUTION:
+            # The first use of the window is the one recorded, however many follow before it is.
+            self._uses.setdefault(found.credential_id, now)
+            if self._recorder is None or self._recorder.done():
+                self._recorder = asyncio.create_task(
+                    self._record_later(), name="device-credential-uses"
+                )
         return DeviceRef(
             found.device_id,
             found.organisation_id,
@@ -89,3 +101,37 @@ class SqlDeviceDirectory:
             expires_at=found.expires_at,
             patient_since=found.patient_since,
         )
+
+    async def _record_later(self) -> None:
+        await asyncio.sleep(RECORD_USES_AFTER_SECONDS)
+        await self.record_uses()
+
+    async def record_uses(self) -> int:
+        """Write the credential uses noted so far, in one transaction; return how many.
+
+        Uses that could not be written (a busy database) are kept for the next time.
+        """
+        uses, self._uses = self._uses, {}
+        if not uses:
+            return 0
+        try:
+            async with self._write_sessions() as session, session.begin():
+                for credential_id, used_at in uses.items():
+                    await repository.mark_credential_used(
+                        session, credential_id, used_at, unless_since=used_at - LAST_USED_RESOLUTION
+                    )
+        except SQLAlchemyError as exc:
+            # Bookkeeping only: it must never turn a valid device away.
+            for credential_id, used_at in uses.items():
+                self._uses.setdefault(credential_id, used_at)
+            log.warning("device.last_used.failed", error=type(exc).__name__, pending=len(uses))
+            return 0
+        return len(uses)
+
+    async def close(self) -> None:
+        """Write what is still noted, and stop the pending write (before the database closes)."""
+        if self._recorder is not None and not self._recorder.done():
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
+        await self.record_uses()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from medcloud.devices import service
+from medcloud.devices import status
 from medcloud.ingest.events import ReadingsCollected
 from medcloud.platform.bus import Subscription
 from medcloud.platform.uow import UnitOfWork
@@ -18,7 +18,7 @@ async def mark_device_seen(events: Sequence[ReadingsCollected], *, uow: UnitOfWo
         last = seen.get(event.device_id)
         if last is None or event.received_at > last:
             seen[event.device_id] = event.received_at
-    await service.record_activity(uow=uow, seen=seen)
+    await status.record_activity(uow=uow, seen=seen)
 
 
 SUBSCRIPTIONS = (Subscription(ReadingsCollected, mark_device_seen, batched=True),)

@@ -1,7 +1,9 @@
-"""Use cases of firmware images and rollout campaigns, and the device's side of an update.
+"""Use cases of rollout campaigns: planning one over a model's devices, pausing, resuming or
+cancelling it, and moving it on wave by wave as its updates finish.
 
-Kept apart from `service.py` (the registry and liveness) because the two change for different
-reasons; both are the devices context's use cases and follow the same rules.
+Firmware images are in `images.py`, the device's side of an update in `updates.py`; all are kept
+apart from `service.py` (the registry) because they change for different reasons, and follow the
+same rules.
 
 Lock order (PostgreSQL row locks; SQLite's writers take turns anyway): the device, then the
 campaigns involved in ascending id, then their updates (`rollout_target` rows). A cancel holds
@@ -15,279 +17,24 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 
 import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from medcloud.config import Settings
-from medcloud.devices import firmware, repository
-from medcloud.devices.events import FirmwareUpdateReported, RolloutCampaignChanged
-from medcloud.devices.firmware import (
-    FAILURES,
-    IN_FLIGHT,
-    SUCCESSES,
-    CampaignStatus,
-    Tally,
-    TargetStatus,
-)
-from medcloud.devices.models import (
-    Device,
-    DeviceModel,
-    FirmwareImage,
-    RolloutCampaign,
-    RolloutTarget,
-)
-from medcloud.devices.schemas import (
-    CampaignCreate,
-    CampaignList,
-    CampaignRead,
-    FirmwareCreate,
-    FirmwareList,
-    FirmwareRead,
-    ProgressRead,
-    ProgressReport,
-    UpdateOffer,
-)
+from medcloud.devices import firmware, rollout_repository
+from medcloud.devices.events import RolloutCampaignChanged
+from medcloud.devices.firmware import FAILURES, SUCCESSES, CampaignStatus, Tally, TargetStatus
+from medcloud.devices.images import organisation_model
+from medcloud.devices.models import Device, FirmwareImage, RolloutCampaign, RolloutTarget
+from medcloud.devices.schemas import CampaignCreate, CampaignList, CampaignRead
 from medcloud.platform.audit import audit_record
-from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound, TooLarge
-from medcloud.platform.objects import ObjectStore, ObjectTooLarge
-from medcloud.platform.policy import authorize_device_write
-from medcloud.platform.security import Principal, UserPrincipal
+from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound
+from medcloud.platform.security import UserPrincipal
 from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
-
-
-# --- firmware images -------------------------------------------------------------------------
-
-
-async def create_image(
-    *, uow: UnitOfWork, principal: UserPrincipal, model_id: str, cmd: FirmwareCreate
-) -> FirmwareRead:
-    """Announce a signed image of a model; it becomes installable once its bytes verify."""
-    if not firmware.safe_file_name(cmd.file_name):
-        raise Invalid(
-            "the file name must be a plain name, not a path",
-            errors=[FieldError("file_name", "no path separators, '..' or leading dot")],
-        )
-    if cmd.signature is None:
-        raise Invalid(
-            "the image is unsigned", errors=[FieldError("signature", "a signature is required")]
-        )
-    try:
-        firmware.decode_signature(cmd.signature)
-    except ValueError as exc:
-        raise Invalid(
-            "the signature is malformed", errors=[FieldError("signature", str(exc))]
-        ) from exc
-    manifest = cmd.manifest
-    if manifest.min_version is not None and firmware.is_newer(
-        manifest.min_version, manifest.version
-    ):
-        raise Invalid(
-            "the minimum version is later than the image",
-            errors=[FieldError("manifest.min_version", "later than manifest.version")],
-        )
-    async with uow:
-        profile = await _model(uow.session, principal, model_id)
-        now = uow.clock.now()
-        if manifest.model != profile.model:
-            raise Invalid(
-                "the image is for another model",
-                errors=[
-                    FieldError(
-                        "manifest.model",
-                        f"the image is for {manifest.model!r}, not {profile.model!r}",
-                    )
-                ],
-            )
-        _check_expiry(manifest.expires_at, now)
-        if await repository.version_taken(uow.session, profile.id, manifest.version):
-            raise Conflict(
-                "the model already has an image of this version",
-                errors=[FieldError("manifest.version", "already uploaded")],
-            )
-        signed = firmware.canonical_manifest(
-            model=manifest.model,
-            version=manifest.version,
-            min_version=manifest.min_version,
-            expires_at=manifest.expires_at,
-        )
-        image = FirmwareImage(
-            id=str(uuid.uuid4()),
-            organisation_id=principal.organisation_id,
-            model_id=profile.id,
-            file_name=cmd.file_name,
-            version=manifest.version,
-            min_version=manifest.min_version,
-            expires_at=manifest.expires_at,
-            manifest=orjson.dumps(signed).decode(),
-            signature=cmd.signature,
-            status="pending",
-            created_at=now,
-        )
-        uow.session.add(image)
-        uow.publish(
-            audit_record(
-                principal,
-                "firmware.create",
-                occurred_at=now,
-                object_type="firmware_image",
-                object_id=image.id,
-                detail={"version": image.version, "model_id": profile.id},
-            )
-        )
-        await uow.commit()
-    return _read_image(image)
-
-
-async def upload_image(
-    *,
-    uow: UnitOfWork,
-    store: ObjectStore,
-    settings: Settings,
-    principal: UserPrincipal,
-    model_id: str,
-    version: str,
-    chunks: AsyncIterable[bytes],
-) -> FirmwareRead:
-    """Stream an announced image's bytes to storage; keep them only if the signature verifies."""
-    # No transaction stays open while the bytes stream in: on SQLite it would hold the write lock.
-    async with uow:
-        profile = await _model(uow.session, principal, model_id)
-        image = await repository.image_by_version(uow.session, profile.id, version)
-        if image is None:
-            raise NotFound("firmware image not found")
-        if image.status != "pending":
-            raise Conflict("the image is already uploaded")
-        image_id = image.id
-        key, manifest, signature = profile.signing_public_key, image.manifest, image.signature
-    try:
-        stored = await store.put(
-            f"firmware/{uuid.uuid4().hex}", chunks, max_bytes=settings.devices.firmware_max_bytes
-        )
-    except ObjectTooLarge as exc:
-        raise TooLarge(
-            f"firmware images are limited to {settings.devices.firmware_max_bytes} bytes",
-            errors=[FieldError("body", str(exc))],
-        ) from exc
-    try:
-        message = firmware.signed_message(stored.sha256, orjson.loads(manifest))
-        if not firmware.verify(key, signature, message):
-            raise Invalid(
-                "the signature does not match this image and manifest",
-                errors=[
-                    FieldError(
-                        "signature",
-                        "does not verify against the model's key: the image or its manifest "
-                        "was altered, or another key signed it",
-                    )
-                ],
-            )
-        async with uow:
-            image = await repository.get_image(
-                uow.session, principal.organisation_id, image_id, for_update=True
-            )
-            if image is None or image.status != "pending":
-                raise Conflict("the image is already uploaded")
-            now = uow.clock.now()
-            _check_expiry(image.expires_at, now)
-            image.sha256, image.size_bytes, image.storage_key = (
-                stored.sha256,
-                stored.size,
-                stored.key,
-            )
-            image.status, image.verified_at = "verified", now
-            uow.publish(
-                audit_record(
-                    principal,
-                    "firmware.upload",
-                    occurred_at=now,
-                    object_type="firmware_image",
-                    object_id=image.id,
-                    detail={"sha256": stored.sha256, "size_bytes": stored.size},
-                )
-            )
-            await uow.commit()
-    except BaseException:
-        await store.delete(stored.key)
-        raise
-    return _read_image(image)
-
-
-async def list_images(
-    *, session: AsyncSession, principal: UserPrincipal, model_id: str
-) -> FirmwareList:
-    """Return a model's images, newest first."""
-    profile = await _model(session, principal, model_id)
-    return FirmwareList(
-        items=[_read_image(i) for i in await repository.images(session, profile.id)]
-    )
-
-
-@dataclass(frozen=True)
-class ImageDownload:
-    """An image's bytes as a stream, with what a response needs to describe them."""
-
-    file_name: str
-    size: int
-    sha256: str
-    chunks: AsyncIterator[bytes]
-
-
-async def download_image(
-    *,
-    session: AsyncSession,
-    store: ObjectStore,
-    principal: Principal,
-    device_id: str,
-    image_id: str,
-) -> ImageDownload:
-    """Stream a verified image of the device's own model to the device."""
-    authorize_device_write(principal, device_id)
-    device = await repository.get_in_organisation(session, principal.organisation_id, device_id)
-    image = await repository.get_image(session, principal.organisation_id, image_id)
-    if (
-        device is None
-        or image is None
-        or image.status != "verified"
-        or image.model_id != device.model_id
-        or image.storage_key is None
-        or image.sha256 is None
-        or image.size_bytes is None
-    ):
-        raise NotFound("firmware image not found")
-    return ImageDownload(
-        file_name=image.file_name,
-        size=image.size_bytes,
-        sha256=image.sha256,
-        chunks=store.read(image.storage_key),
-    )
-
-
-def _check_expiry(expires_at: dt.datetime, now: dt.datetime) -> None:
-    if expires_at <= now:
-        raise Invalid(
-            "the manifest has expired",
-            errors=[
-                FieldError(
-                    "manifest.expires_at", f"expired at {firmware.manifest_timestamp(expires_at)}"
-                )
-            ],
-        )
-
-
-async def _model(session: AsyncSession, principal: UserPrincipal, model_id: str) -> DeviceModel:
-    profile = await repository.get_model(session, principal.organisation_id, model_id)
-    if profile is None:
-        raise NotFound("device model not found")
-    return profile
-
-
-# --- campaigns ---------------------------------------------------------------------------------
 
 
 async def create_campaign(
@@ -295,9 +42,11 @@ async def create_campaign(
 ) -> CampaignRead:
     """Plan a staged rollout: pick the devices, split them into waves, release the first."""
     async with uow:
-        profile = await _model(uow.session, principal, model_id)
+        profile = await organisation_model(uow.session, principal, model_id)
         now = uow.clock.now()
-        image = await repository.get_image(uow.session, principal.organisation_id, cmd.image_id)
+        image = await rollout_repository.get_image(
+            uow.session, principal.organisation_id, cmd.image_id
+        )
         if image is None or image.model_id != profile.id or image.status != "verified":
             raise Invalid(
                 "the campaign needs a verified image of this model",
@@ -308,8 +57,10 @@ async def create_campaign(
                 "the image's manifest has expired",
                 errors=[FieldError("image_id", "the image's manifest has expired")],
             )
-        busy = await repository.devices_in_active_campaigns(uow.session, principal.organisation_id)
-        candidates = await repository.candidate_devices(
+        busy = await rollout_repository.devices_in_active_campaigns(
+            uow.session, principal.organisation_id
+        )
+        candidates = await rollout_repository.candidate_devices(
             uow.session, principal.organisation_id, profile.id, cmd.ward_id
         )
         chosen = [
@@ -386,7 +137,7 @@ def _may_install(version: str | None, image: FirmwareImage, cmd: CampaignCreate)
 async def list_campaigns(*, session: AsyncSession, principal: UserPrincipal) -> CampaignList:
     """Return the organisation's campaigns, newest first."""
     items = []
-    for campaign in await repository.campaigns(session, principal.organisation_id):
+    for campaign in await rollout_repository.campaigns(session, principal.organisation_id):
         image = await session.get(FirmwareImage, campaign.image_id)
         items.append(await _read_campaign(session, campaign, image.version if image else "?"))
     return CampaignList(items=items)
@@ -396,7 +147,9 @@ async def get_campaign(
     *, session: AsyncSession, principal: UserPrincipal, campaign_id: str
 ) -> CampaignRead:
     """Return one campaign with its devices counted by update status."""
-    campaign = await repository.get_campaign(session, principal.organisation_id, campaign_id)
+    campaign = await rollout_repository.get_campaign(
+        session, principal.organisation_id, campaign_id
+    )
     if campaign is None:
         raise NotFound("campaign not found")
     image = await session.get(FirmwareImage, campaign.image_id)
@@ -408,7 +161,7 @@ async def change_campaign(
 ) -> CampaignRead:
     """Pause, resume or cancel a campaign; asking for the state it is in changes nothing."""
     async with uow:
-        campaign = await repository.get_campaign(
+        campaign = await rollout_repository.get_campaign(
             uow.session, principal.organisation_id, campaign_id, for_update=True
         )
         if campaign is None:
@@ -424,10 +177,12 @@ async def change_campaign(
             if finished:
                 raise Conflict(f"the campaign is {campaign.status}; it cannot {action}")
             if action == "pause":
-                _set(uow, campaign, CampaignStatus.PAUSED, "paused by a user", now)
+                set_campaign_status(uow, campaign, CampaignStatus.PAUSED, "paused by a user", now)
             elif action == "cancel":
-                await repository.cancel_unfinished(uow.session, campaign.id, now)
-                _set(uow, campaign, CampaignStatus.CANCELLED, "cancelled by a user", now)
+                await rollout_repository.cancel_unfinished(uow.session, campaign.id, now)
+                set_campaign_status(
+                    uow, campaign, CampaignStatus.CANCELLED, "cancelled by a user", now
+                )
             else:
                 await _resume(uow, campaign, now)
             uow.publish(
@@ -448,23 +203,26 @@ async def change_campaign(
 async def _resume(uow: UnitOfWork, campaign: RolloutCampaign, now: dt.datetime) -> None:
     # Resuming accepts the failures so far: the error threshold counts only new ones, and a wave
     # that ended below its success threshold lets the next one start.
-    counts = await repository.target_counts(
+    counts = await rollout_repository.target_counts(
         uow.session, campaign.id, up_to_wave=campaign.current_wave
     )
     tally = _tally(counts)
     campaign.failures_accepted = tally.failed
-    _set(uow, campaign, CampaignStatus.RUNNING, "resumed by a user", now)
+    set_campaign_status(uow, campaign, CampaignStatus.RUNNING, "resumed by a user", now)
     if tally.finished == tally.released:
-        last = max((await repository.wave_counts(uow.session, campaign.id)).keys(), default=0)
+        last = max(
+            (await rollout_repository.wave_counts(uow.session, campaign.id)).keys(), default=0
+        )
         if campaign.current_wave < last:
             campaign.current_wave += 1
             _announce(uow, campaign, f"wave {campaign.current_wave + 1} started")
     await _evaluate(uow, campaign, now)
 
 
-def _set(
+def set_campaign_status(
     uow: UnitOfWork, campaign: RolloutCampaign, status: str, reason: str, now: dt.datetime
 ) -> None:
+    """Put the campaign in this status for this reason, and announce it."""
     campaign.status, campaign.status_reason, campaign.updated_at = status, reason, now
     _announce(uow, campaign, reason)
 
@@ -493,9 +251,9 @@ async def _evaluate(uow: UnitOfWork, campaign: RolloutCampaign, now: dt.datetime
     """Move a running campaign on: next wave, completion, or a pause of its own."""
     if campaign.status != CampaignStatus.RUNNING:
         return
-    last = max((await repository.wave_counts(uow.session, campaign.id)).keys(), default=0)
+    last = max((await rollout_repository.wave_counts(uow.session, campaign.id)).keys(), default=0)
     while True:
-        counts = await repository.target_counts(
+        counts = await rollout_repository.target_counts(
             uow.session, campaign.id, up_to_wave=campaign.current_wave
         )
         decision = firmware.decide(
@@ -511,15 +269,18 @@ async def _evaluate(uow: UnitOfWork, campaign: RolloutCampaign, now: dt.datetime
             _announce(uow, campaign, f"wave {campaign.current_wave + 1} started")
             continue
         if decision.action == "complete":
-            _set(uow, campaign, CampaignStatus.COMPLETED, "every wave finished", now)
+            set_campaign_status(uow, campaign, CampaignStatus.COMPLETED, "every wave finished", now)
         elif decision.action == "pause":
             log.warning("rollout.paused", campaign_id=campaign.id, reason=decision.reason)
-            _set(uow, campaign, CampaignStatus.PAUSED, decision.reason or "paused", now)
+            set_campaign_status(
+                uow, campaign, CampaignStatus.PAUSED, decision.reason or "paused", now
+            )
         return
 
 
-async def _evaluate_by_id(uow: UnitOfWork, organisation_id: str, campaign_id: str) -> None:
-    campaign = await repository.get_campaign(
+async def evaluate_by_id(uow: UnitOfWork, organisation_id: str, campaign_id: str) -> None:
+    """Lock the campaign and move it on if it is running (see `_evaluate`)."""
+    campaign = await rollout_repository.get_campaign(
         uow.session, organisation_id, campaign_id, for_update=True
     )
     if campaign is not None:
@@ -529,17 +290,31 @@ async def _evaluate_by_id(uow: UnitOfWork, organisation_id: str, campaign_id: st
 async def advance_campaigns(*, uow_factory: UnitOfWorkFactory) -> None:
     """Re-evaluate every running campaign, each in its own transaction."""
     async with uow_factory() as uow:
-        running = await repository.running_campaigns(uow.session)
+        running = await rollout_repository.running_campaigns(uow.session)
     for organisation_id, campaign_id in running:
         async with uow_factory() as uow:
-            await _evaluate_by_id(uow, organisation_id, campaign_id)
+            await evaluate_by_id(uow, organisation_id, campaign_id)
             await uow.commit()
+
+
+async def lock_campaigns_of(uow: UnitOfWork, device: Device, statuses: Collection[str]) -> None:
+    """Lock the campaigns of the device's updates in `statuses`, in id order, before the updates.
+
+    Call with the device locked: then no update of it can appear (inserting one takes a key-share
+    lock on the device row) or move into these statuses (only paths holding the device do that),
+    so the updates locked next all belong to campaigns locked here.
+    """
+    campaign_ids = await rollout_repository.device_campaign_ids(uow.session, device.id, statuses)
+    for campaign_id in campaign_ids:
+        await rollout_repository.get_campaign(
+            uow.session, device.organisation_id, campaign_id, for_update=True
+        )
 
 
 async def _read_campaign(
     session: AsyncSession, campaign: RolloutCampaign, version: str
 ) -> CampaignRead:
-    per_wave = await repository.wave_counts(session, campaign.id)
+    per_wave = await rollout_repository.wave_counts(session, campaign.id)
     sizes, total = [], 0
     for wave in sorted(per_wave):
         total += per_wave[wave]
@@ -559,239 +334,7 @@ async def _read_campaign(
         override_maintenance_window=campaign.override_maintenance_window,
         status=campaign.status,
         status_reason=campaign.status_reason,
-        targets=await repository.target_counts(session, campaign.id),
+        targets=await rollout_repository.target_counts(session, campaign.id),
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
-    )
-
-
-# --- the device's side -------------------------------------------------------------------------
-
-
-async def offer_update(
-    *, uow: UnitOfWork, settings: Settings, principal: Principal, device_id: str
-) -> UpdateOffer | None:
-    """Tell a device what to install now, if anything (and note that it was offered)."""
-    authorize_device_write(principal, device_id)
-    async with uow:
-        device = await repository.lock_in_organisation(
-            uow.session, principal.organisation_id, device_id
-        )
-        now = uow.clock.now()
-        offer = None
-        await lock_campaigns_of(uow, device, repository.UNFINISHED)
-        for target, campaign in await repository.device_targets(
-            uow.session, device.id, repository.UNFINISHED
-        ):
-            offer = await _offer(uow, settings, device, target, campaign, now)
-            if offer is not None:
-                break
-        await uow.commit()
-    return offer
-
-
-async def _offer(
-    uow: UnitOfWork,
-    settings: Settings,
-    device: Device,
-    target: RolloutTarget,
-    campaign: RolloutCampaign,
-    now: dt.datetime,
-) -> UpdateOffer | None:
-    image = await uow.session.get(FirmwareImage, campaign.image_id)
-    if image is None or image.sha256 is None or image.size_bytes is None:
-        return None
-    if target.status == TargetStatus.PENDING:
-        # A paused campaign lets updates under way finish, but starts no new ones.
-        if campaign.status != CampaignStatus.RUNNING or target.wave > campaign.current_wave:
-            return None
-        if (
-            device.patient_id is not None
-            and not campaign.override_maintenance_window
-            and not firmware.in_window(settings.devices.maintenance_window, now)
-        ):
-            return None
-        if image.expires_at <= now:
-            _set(uow, campaign, CampaignStatus.PAUSED, "the image's manifest has expired", now)
-            return None
-        if device.firmware_version is not None and not firmware.is_newer(
-            image.version, device.firmware_version
-        ):
-            # Anti-rollback: never offer a version that is not newer than the device's.
-            _move(uow, target, campaign, image, TargetStatus.SKIPPED, now, "already up to date")
-            await _evaluate_by_id(uow, campaign.organisation_id, campaign.id)
-            return None
-        _move(uow, target, campaign, image, TargetStatus.OFFERED, now, None)
-    elif campaign.status == CampaignStatus.CANCELLED:
-        return None
-    return UpdateOffer(
-        campaign_id=campaign.id,
-        image_id=image.id,
-        version=image.version,
-        download_url=f"/api/v1/devices/{device.id}/firmware/images/{image.id}",
-        sha256=image.sha256,
-        size_bytes=image.size_bytes,
-        signature=image.signature,
-        manifest=orjson.loads(image.manifest),
-    )
-
-
-async def report_progress(
-    *, uow: UnitOfWork, principal: Principal, device_id: str, report: ProgressReport
-) -> ProgressRead:
-    """Record how the device's update goes; a finished one moves its campaign on."""
-    authorize_device_write(principal, device_id)
-    async with uow:
-        device = await repository.lock_in_organisation(
-            uow.session, principal.organisation_id, device_id
-        )
-        now = uow.clock.now()
-        await lock_campaigns_of(uow, device, IN_FLIGHT)
-        under_way = [
-            (target, campaign)
-            for target, campaign in await repository.device_targets(
-                uow.session, device.id, tuple(IN_FLIGHT)
-            )
-            if report.campaign_id in (None, campaign.id)
-        ]
-        if not under_way:
-            raise Conflict(
-                "no firmware update is under way on this device",
-                errors=[FieldError("campaign_id", "no update offered to this device")],
-            )
-        target, campaign = under_way[0]
-        image = await uow.session.get(FirmwareImage, campaign.image_id)
-        assert image is not None  # noqa: S101  (a campaign's image is never deleted)
-        status = TargetStatus(report.status)
-        _move(uow, target, campaign, image, status, now, report.reason)
-        if status == TargetStatus.SUCCEEDED:
-            device.firmware_version = image.version
-        if status in (TargetStatus.SUCCEEDED, TargetStatus.FAILED):
-            uow.publish(
-                audit_record(
-                    principal,
-                    f"firmware.update.{status.value}",
-                    occurred_at=now,
-                    object_type="device",
-                    object_id=device.id,
-                    patient_id=device.patient_id,
-                    detail={"campaign_id": campaign.id, "version": image.version},
-                )
-            )
-            await _evaluate_by_id(uow, campaign.organisation_id, campaign.id)
-        await uow.commit()
-    return ProgressRead(campaign_id=campaign.id, status=target.status, reason=target.reason)
-
-
-async def reconcile_version(
-    uow: UnitOfWork, device: Device, version: str, now: dt.datetime
-) -> None:
-    """Judge updates by the version a device reports: the new one succeeded, the old one rolled
-    back (a device that restarts on its previous firmware has undone the update)."""
-    watched = (*IN_FLIGHT, TargetStatus.SUCCEEDED)
-    await lock_campaigns_of(uow, device, watched)
-    for target, campaign in await repository.device_targets(uow.session, device.id, watched):
-        image = await uow.session.get(FirmwareImage, campaign.image_id)
-        if image is None:
-            continue
-        if target.status in IN_FLIGHT and version == image.version:
-            outcome, reason = TargetStatus.SUCCEEDED, None
-        elif (
-            target.status in (TargetStatus.INSTALLING, TargetStatus.SUCCEEDED)
-            and target.from_version is not None
-            and version == target.from_version
-        ):
-            outcome, reason = TargetStatus.ROLLED_BACK, f"the device came back on {version}"
-        else:
-            continue
-        _move(uow, target, campaign, image, outcome, now, reason)
-        await _evaluate_by_id(uow, campaign.organisation_id, campaign.id)
-
-
-async def time_out_updates(*, uow: UnitOfWork, settings: Settings) -> int:
-    """Fail updates a device has been silent about for too long; return how many."""
-    timeout = settings.devices.update_timeout_seconds
-    async with uow:
-        now = uow.clock.now()
-        silent_since = now - dt.timedelta(seconds=timeout)
-        stalled = await repository.stalled_targets(uow.session, silent_since)
-        organisations = {campaign.id: campaign.organisation_id for _, campaign in stalled}
-        # Campaigns before updates (see the module's lock order). The updates were read unlocked,
-        # so each is read again under its lock: its device may have reported meanwhile, and
-        # overwriting that report would fail an update the device was told had succeeded.
-        for campaign_id in sorted(organisations):
-            await repository.get_campaign(
-                uow.session, organisations[campaign_id], campaign_id, for_update=True
-            )
-        timed_out = 0
-        moved: set[str] = set()
-        for target, campaign in sorted(stalled, key=lambda pair: pair[0].id):
-            await uow.session.refresh(target, with_for_update=True)
-            if target.status not in IN_FLIGHT or target.updated_at >= silent_since:
-                continue
-            image = await uow.session.get(FirmwareImage, campaign.image_id)
-            if image is None:
-                continue
-            reason = f"no report for {timeout:g} s while {target.status}"
-            _move(uow, target, campaign, image, TargetStatus.TIMED_OUT, now, reason)
-            timed_out += 1
-            moved.add(campaign.id)
-        for campaign_id in sorted(moved):
-            await _evaluate_by_id(uow, organisations[campaign_id], campaign_id)
-        await uow.commit()
-    return timed_out
-
-
-async def lock_campaigns_of(uow: UnitOfWork, device: Device, statuses: Collection[str]) -> None:
-    """Lock the campaigns of the device's updates in `statuses`, in id order, before the updates.
-
-    Call with the device locked: then no update of it can appear (inserting one takes a key-share
-    lock on the device row) or move into these statuses (only paths holding the device do that),
-    so the updates locked next all belong to campaigns locked here.
-    """
-    campaign_ids = await repository.device_campaign_ids(uow.session, device.id, statuses)
-    for campaign_id in campaign_ids:
-        await repository.get_campaign(
-            uow.session, device.organisation_id, campaign_id, for_update=True
-        )
-
-
-def _move(
-    uow: UnitOfWork,
-    target: RolloutTarget,
-    campaign: RolloutCampaign,
-    image: FirmwareImage,
-    status: TargetStatus,
-    now: dt.datetime,
-    reason: str | None,
-) -> None:
-    target.status, target.reason, target.updated_at = status, reason, now
-    uow.publish(
-        FirmwareUpdateReported(
-            organisation_id=campaign.organisation_id,
-            campaign_id=campaign.id,
-            device_id=target.device_id,
-            image_id=image.id,
-            firmware_version=image.version,
-            status=status.value,
-            reason=reason,
-        )
-    )
-
-
-def _read_image(image: FirmwareImage) -> FirmwareRead:
-    return FirmwareRead(
-        id=image.id,
-        model_id=image.model_id,
-        file_name=image.file_name,
-        version=image.version,
-        min_version=image.min_version,
-        expires_at=image.expires_at,
-        manifest=orjson.loads(image.manifest),
-        signature=image.signature,
-        sha256=image.sha256,
-        size_bytes=image.size_bytes,
-        status=image.status,
-        created_at=image.created_at,
-        verified_at=image.verified_at,
     )

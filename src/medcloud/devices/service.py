@@ -1,43 +1,27 @@
-"""Use cases of the devices context."""
+"""Use cases of the devices context's registry: devices, their models and their patients.
+
+A device's credentials are in `credentials.py`, its status and liveness in `status.py`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from medcloud.config import Settings
-from medcloud.devices import firmware, repository, rollouts
-from medcloud.devices.events import (
-    DeviceAlertRaised,
-    DeviceAlertResolved,
-    DeviceAssignmentChanged,
-    DeviceStatusChanged,
-)
+from medcloud.devices import firmware, repository, rollout_repository, rollouts
+from medcloud.devices.credentials import forget, new_credential
+from medcloud.devices.events import DeviceAssignmentChanged
 from medcloud.devices.events import DeviceRegistered as DeviceRegisteredEvent
-from medcloud.devices.models import (
-    Device,
-    DeviceAlert,
-    DeviceAssignment,
-    DeviceCredential,
-    DeviceModel,
-)
+from medcloud.devices.models import Device, DeviceAssignment, DeviceCredential, DeviceModel
 from medcloud.devices.mqtt import NO_BROKER, BrokerAccess, BrokerUnavailable
 from medcloud.devices.schemas import (
     AssignmentList,
     AssignmentRead,
     AssignmentSet,
-    CredentialIssued,
-    CredentialList,
-    CredentialRead,
-    CredentialRotate,
-    DeviceAlertPage,
-    DeviceAlertRead,
     DeviceCreate,
     DeviceModelCreate,
     DeviceModelList,
@@ -45,27 +29,17 @@ from medcloud.devices.schemas import (
     DevicePage,
     DeviceRead,
     DeviceRegistered,
-    DeviceStatusRead,
     DeviceUpdate,
-    HeartbeatIn,
 )
+from medcloud.devices.status import LOW_BATTERY, OFFLINE, resolve_alert, set_status
+from medcloud.devices.visibility import visible_device, visible_patients
 from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
-from medcloud.platform.clock import Clock
 from medcloud.platform.directory import CareDirectory, PatientDirectory
-from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound, OutOfScope
-from medcloud.platform.metrics import Metrics
+from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound
 from medcloud.platform.paging import decode_cursor, encode_cursor
-from medcloud.platform.policy import authorize_device_write
-from medcloud.platform.security import (
-    Principal,
-    Role,
-    UserPrincipal,
-    device_cache_key,
-    hash_device_token,
-    new_device_token,
-)
-from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
+from medcloud.platform.security import UserPrincipal, new_device_token
+from medcloud.platform.uow import UnitOfWork
 
 
 async def register_device(
@@ -135,7 +109,7 @@ async def _register(
         uow.session.add(device)
         # Flushed first so that the device row exists when its credential's foreign key is checked.
         await uow.session.flush()
-        uow.session.add(_credential(device.id, token, now))
+        uow.session.add(new_credential(device.id, token, now))
         if device.patient_id is not None:
             uow.session.add(_assignment(device.id, device.patient_id, now))
         uow.publish(
@@ -205,7 +179,7 @@ async def update_device(
             )
         )
         await uow.commit()
-    await _forget(cache, revoked)
+    await forget(cache, revoked)
     return _read(device)
 
 
@@ -217,15 +191,15 @@ async def _decommission(
     held = await repository.credentials(uow.session, device.organisation_id, device.id)
     revoked = [credential for credential in held if credential.revoke(now)]
     for kind in (OFFLINE, LOW_BATTERY):
-        await _resolve_alert(uow, device, kind, now)
+        await resolve_alert(uow, device, kind, now)
     # Campaigns before their updates: the one lock order every rollout path keeps.
-    await rollouts.lock_campaigns_of(uow, device, repository.UNFINISHED)
-    for target, _campaign in await repository.device_targets(
-        uow.session, device.id, repository.UNFINISHED
+    await rollouts.lock_campaigns_of(uow, device, rollout_repository.UNFINISHED)
+    for target, _campaign in await rollout_repository.device_targets(
+        uow.session, device.id, rollout_repository.UNFINISHED
     ):
         target.status, target.reason, target.updated_at = "cancelled", "decommissioned", now
     device.decommissioned_at = now
-    _set_status(uow, device, "decommissioned", now)
+    set_status(uow, device, "decommissioned", now)
     return revoked
 
 
@@ -283,7 +257,7 @@ async def assign_device(
         history = await repository.assignments(uow.session, device.id)
         await uow.commit()
     # A cached token names the device's patient; forget it so readings go to the new one.
-    await _forget(cache, held)
+    await forget(cache, held)
     return AssignmentList(items=[_read_assignment(a) for a in history])
 
 
@@ -291,7 +265,7 @@ async def list_assignments(
     *, session: AsyncSession, care: CareDirectory, principal: UserPrincipal, device_id: str
 ) -> AssignmentList:
     """Return a visible device's assignment history, newest first."""
-    await _visible_device(session, care, principal, device_id)
+    await visible_device(session, care, principal, device_id)
     history = await repository.assignments(session, device_id)
     return AssignmentList(items=[_read_assignment(a) for a in history])
 
@@ -336,126 +310,11 @@ async def _model(session: AsyncSession, principal: UserPrincipal, model_id: str)
     return profile
 
 
-async def rotate_credentials(
-    *,
-    uow: UnitOfWork,
-    cache: Cache,
-    principal: UserPrincipal,
-    device_id: str,
-    cmd: CredentialRotate,
-    broker: BrokerAccess = NO_BROKER,
-) -> CredentialIssued:
-    """Issue a new token; the device's previous tokens keep working for the grace period.
-
-    Over MQTT there is no grace period: the broker holds one password per client, so the new
-    token replaces the old one there at once (a device that had none yet is given one).
-    """
-    token = new_device_token()
-    async with uow:
-        device = await repository.lock_in_organisation(
-            uow.session, principal.organisation_id, device_id
-        )
-        now = uow.clock.now()
-        valid_until = now + dt.timedelta(seconds=cmd.grace_seconds)
-        held = await repository.credentials(uow.session, principal.organisation_id, device_id)
-        shortened = [old for old in held if old.expire_by(valid_until)]
-        credential = _credential(device.id, token, now)
-        uow.session.add(credential)
-        # Before the commit, so a broker that does not confirm leaves the old token in force.
-        await broker.change_password(device.id, token)
-        uow.publish(
-            audit_record(
-                principal,
-                "device.credentials.rotate",
-                occurred_at=now,
-                object_type="device",
-                object_id=device.id,
-                patient_id=device.patient_id,
-                detail={"credential_id": credential.id, "grace_seconds": cmd.grace_seconds},
-            )
-        )
-        await uow.commit()
-    # After the commit: deleted before it, a lookup running meanwhile could cache the old state.
-    await _forget(cache, shortened)
-    return CredentialIssued(
-        **_read_credential(credential).model_dump(), token=token, previous_valid_until=valid_until
-    )
-
-
-async def revoke_credentials(
-    *,
-    uow: UnitOfWork,
-    cache: Cache,
-    principal: UserPrincipal,
-    device_id: str,
-    broker: BrokerAccess = NO_BROKER,
-) -> CredentialList:
-    """Stop every token of the device at once (over MQTT too: its broker client is disabled)."""
-    async with uow:
-        device = await repository.lock_in_organisation(
-            uow.session, principal.organisation_id, device_id
-        )
-        now = uow.clock.now()
-        held = await repository.credentials(uow.session, principal.organisation_id, device_id)
-        revoked = [credential for credential in held if credential.revoke(now)]
-        # Before the commit: revoked only once the broker has cut the device off too.
-        await broker.suspend(device.id)
-        uow.publish(
-            audit_record(
-                principal,
-                "device.credentials.revoke",
-                occurred_at=now,
-                object_type="device",
-                object_id=device.id,
-                patient_id=device.patient_id,
-                detail={"revoked": len(revoked)},
-            )
-        )
-        await uow.commit()
-    await _forget(cache, revoked)
-    return CredentialList(items=[_read_credential(credential) for credential in held])
-
-
-async def list_credentials(
-    *, session: AsyncSession, principal: UserPrincipal, device_id: str
-) -> CredentialList:
-    """Return the credentials of a device of the principal's organisation, newest first."""
-    device = await repository.get_in_organisation(session, principal.organisation_id, device_id)
-    if device is None:
-        raise NotFound("device not found")
-    held = await repository.credentials(session, principal.organisation_id, device_id)
-    return CredentialList(items=[_read_credential(credential) for credential in held])
-
-
-async def _visible_patients(care: CareDirectory, principal: UserPrincipal) -> frozenset[str] | None:
-    """Return the patients whose devices a clinician or nurse may see; None: every device.
-
-    Admins and technicians look after every device of the organisation; clinical staff see
-    only the devices of the patients in their care, since a device names its patient.
-    """
-    if principal.role not in (Role.CLINICIAN, Role.NURSE):
-        return None
-    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-    return scope.patient_ids
-
-
-async def _visible_device(
-    session: AsyncSession, care: CareDirectory, principal: UserPrincipal, device_id: str
-) -> Device:
-    device = await repository.get_in_organisation(session, principal.organisation_id, device_id)
-    if device is None:
-        raise NotFound("device not found")
-    visible = await _visible_patients(care, principal)
-    if visible is not None and device.patient_id not in visible:
-        raise OutOfScope("device not found")
-    return device
-
-
 async def get_device(
     *, session: AsyncSession, care: CareDirectory, principal: UserPrincipal, device_id: str
 ) -> DeviceRead:
     """Return a device of the principal's organisation, within a clinician's care scope."""
-    return _read(await _visible_device(session, care, principal, device_id))
+    return _read(await visible_device(session, care, principal, device_id))
 
 
 async def list_devices(
@@ -472,7 +331,7 @@ async def list_devices(
     devices = await repository.page(
         session,
         principal.organisation_id,
-        patients=await _visible_patients(care, principal),
+        patients=await visible_patients(care, principal),
         limit=limit + 1,
         after=after,
         where=where or repository.DeviceFilter(),
@@ -547,261 +406,6 @@ async def get_model(
     return _read_model(profile)
 
 
-OFFLINE = "device_offline"
-LOW_BATTERY = "low_battery"
-
-
-async def record_heartbeat(
-    *,
-    uow: UnitOfWork,
-    settings: Settings,
-    principal: Principal,
-    device_id: str,
-    beat: HeartbeatIn,
-) -> DeviceStatusRead:
-    """Take a device's heartbeat: it is online, and its battery and firmware are as it says."""
-    authorize_device_write(principal, device_id)
-    async with uow:
-        device = await repository.get_in_organisation(
-            uow.session, principal.organisation_id, device_id, for_update=True
-        )
-        if device is None:
-            raise NotFound("device not found")
-        now = uow.clock.now()
-        device.last_heartbeat_at = now
-        if device.last_seen_at is None or device.last_seen_at < now:
-            device.last_seen_at = now
-        if beat.signal_strength_dbm is not None:
-            device.signal_strength_dbm = beat.signal_strength_dbm
-        if beat.uptime_seconds is not None:
-            device.uptime_seconds = beat.uptime_seconds
-        await _come_online(uow, device, now)
-        if beat.battery_percent is not None:
-            device.battery_percent = beat.battery_percent
-            if beat.battery_percent <= settings.devices.low_battery_percent:
-                await _raise_alert(
-                    uow,
-                    device,
-                    LOW_BATTERY,
-                    "medium",
-                    f"battery at {beat.battery_percent:g}%",
-                    now,
-                )
-            else:
-                await _resolve_alert(uow, device, LOW_BATTERY, now)
-        if beat.firmware_version is not None:
-            device.firmware_version = beat.firmware_version
-            await rollouts.reconcile_version(uow, device, beat.firmware_version, now)
-        await uow.commit()
-    return DeviceStatusRead(
-        device_id=device.id,
-        status=device.status,
-        last_seen_at=device.last_seen_at,
-        firmware_version=device.firmware_version,
-    )
-
-
-async def record_activity(*, uow: UnitOfWork, seen: Mapping[str, dt.datetime]) -> None:
-    """Note when devices were last heard from; silent ones are back online."""
-    await repository.touch(uow.session, seen)
-    now = uow.clock.now()
-    for device in await repository.not_online(uow.session, seen):
-        await _come_online(uow, device, now)
-
-
-async def _come_online(uow: UnitOfWork, device: Device, now: dt.datetime) -> None:
-    if device.status in ("unknown", "offline"):
-        _set_status(uow, device, "online", now)
-        await _resolve_alert(uow, device, OFFLINE, now)
-
-
-def _set_status(uow: UnitOfWork, device: Device, status: str, now: dt.datetime) -> None:
-    if device.status == status:
-        return
-    previous, device.status, device.status_changed_at = device.status, status, now
-    uow.publish(
-        DeviceStatusChanged(
-            organisation_id=device.organisation_id,
-            device_id=device.id,
-            patient_id=device.patient_id,
-            previous=previous,
-            status=status,
-            last_seen_at=device.last_seen_at,
-            changed_at=now,
-        )
-    )
-
-
-async def _raise_alert(
-    uow: UnitOfWork, device: Device, kind: str, severity: str, message: str, now: dt.datetime
-) -> None:
-    if await repository.open_alert(uow.session, device.id, kind) is not None:
-        return
-    alert = DeviceAlert(
-        id=str(uuid.uuid4()),
-        organisation_id=device.organisation_id,
-        device_id=device.id,
-        patient_id=device.patient_id,
-        kind=kind,
-        severity=severity,
-        message=message,
-        raised_at=now,
-        resolved_at=None,
-    )
-    uow.session.add(alert)
-    uow.publish(
-        DeviceAlertRaised(
-            organisation_id=device.organisation_id,
-            alert_id=alert.id,
-            device_id=device.id,
-            patient_id=device.patient_id,
-            kind=kind,
-            severity=severity,
-            message=message,
-            raised_at=now,
-        )
-    )
-
-
-async def _resolve_alert(uow: UnitOfWork, device: Device, kind: str, now: dt.datetime) -> None:
-    alert = await repository.open_alert(uow.session, device.id, kind)
-    if alert is None:
-        return
-    alert.resolved_at = now
-    uow.publish(
-        DeviceAlertResolved(
-            organisation_id=device.organisation_id,
-            alert_id=alert.id,
-            device_id=device.id,
-            kind=kind,
-            resolved_at=now,
-            # Whole, so a consumer that sees the resolution before the raise can record both.
-            patient_id=alert.patient_id,
-            severity=alert.severity,
-            message=alert.message,
-            raised_at=alert.raised_at,
-        )
-    )
-
-
-async def list_device_alerts(
-    *,
-    session: AsyncSession,
-    care: CareDirectory,
-    principal: UserPrincipal,
-    device_id: str | None,
-    open_only: bool,
-    limit: int,
-    cursor: str | None,
-) -> DeviceAlertPage:
-    """Return technical alerts about devices the principal may see, newest first."""
-    after = decode_cursor(cursor) if cursor else None
-    alerts = await repository.alerts_page(
-        session,
-        principal.organisation_id,
-        patients=await _visible_patients(care, principal),
-        device_id=device_id,
-        open_only=open_only,
-        limit=limit + 1,
-        after=after,
-    )
-    items = [_read_alert(alert) for alert in alerts[:limit]]
-    next_cursor = None
-    if len(alerts) > limit:
-        last = alerts[limit - 1]
-        next_cursor = encode_cursor(last.raised_at, last.id)
-    return DeviceAlertPage(items=items, next_cursor=next_cursor)
-
-
-async def mark_silent_devices(*, uow: UnitOfWork, settings: Settings) -> int:
-    """Mark devices silent for their allowed number of intervals offline; return how many."""
-    missed = settings.devices.offline_after_missed_intervals
-    default_interval = settings.devices.default_reporting_interval_seconds
-    async with uow:
-        now = uow.clock.now()
-        silent = 0
-        for device, interval in await repository.online_with_interval(uow.session):
-            allowed = dt.timedelta(seconds=missed * (interval or default_interval))
-            if device.last_seen_at is not None and now - device.last_seen_at <= allowed:
-                continue
-            silent += 1
-            _set_status(uow, device, "offline", now)
-            if device.patient_id is not None:
-                # Stale data about a patient is a clinical risk: someone must look at the device.
-                await _raise_alert(
-                    uow,
-                    device,
-                    OFFLINE,
-                    "high",
-                    "no data from a device in use on a patient",
-                    now,
-                )
-        await uow.commit()
-    return silent
-
-
-async def refresh_status_gauges(
-    *, read_sessions: async_sessionmaker[AsyncSession], metrics: Metrics
-) -> None:
-    """Set the per-status device gauges and the updates-in-flight gauge."""
-    async with read_sessions() as session:
-        counts = await repository.count_by_status(session)
-        in_flight = await repository.count_in_flight(session)
-    for status in ("unknown", "online", "offline", "decommissioned"):
-        metrics.devices_by_status.labels(status).set(counts.get(status, 0))
-    metrics.firmware_updates_in_progress.set(in_flight)
-
-
-async def check_devices(
-    *,
-    uow_factory: UnitOfWorkFactory,
-    read_sessions: async_sessionmaker[AsyncSession],
-    metrics: Metrics,
-    settings: Settings,
-) -> None:
-    """One pass of the monitor: silent devices offline, stalled updates failed, campaigns on."""
-    await mark_silent_devices(uow=uow_factory(), settings=settings)
-    await rollouts.time_out_updates(uow=uow_factory(), settings=settings)
-    await rollouts.advance_campaigns(uow_factory=uow_factory)
-    await refresh_status_gauges(read_sessions=read_sessions, metrics=metrics)
-
-
-async def monitor_devices(
-    *,
-    uow_factory: UnitOfWorkFactory,
-    read_sessions: async_sessionmaker[AsyncSession],
-    metrics: Metrics,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
-    """Run `check_devices` every `status_check_seconds` until `stop` is set."""
-    while not stop.is_set():
-        await check_devices(
-            uow_factory=uow_factory, read_sessions=read_sessions, metrics=metrics, settings=settings
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.devices.status_check_seconds)
-
-
-async def refresh_active_devices(
-    *,
-    read_sessions: async_sessionmaker[AsyncSession],
-    metrics: Metrics,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-    interval_seconds: float = 5.0,
-) -> None:
-    """Keep the `active_devices_total` gauge current until `stop` is set."""
-    window = dt.timedelta(seconds=settings.active_device_window_seconds)
-    while not stop.is_set():
-        async with read_sessions() as session:
-            count = await repository.count_seen_since(session, clock.now() - window)
-        metrics.active_devices.set(count)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_seconds)
-
-
 def _read(device: Device) -> DeviceRead:
     return DeviceRead(
         id=device.id,
@@ -839,19 +443,6 @@ def _read_model(profile: DeviceModel) -> DeviceModelRead:
     )
 
 
-def _read_alert(alert: DeviceAlert) -> DeviceAlertRead:
-    return DeviceAlertRead(
-        id=alert.id,
-        device_id=alert.device_id,
-        patient_id=alert.patient_id,
-        kind=alert.kind,
-        severity=alert.severity,
-        message=alert.message,
-        raised_at=alert.raised_at,
-        resolved_at=alert.resolved_at,
-    )
-
-
 def _read_assignment(assignment: DeviceAssignment) -> AssignmentRead:
     return AssignmentRead(
         id=assignment.id,
@@ -865,30 +456,3 @@ def _assignment(device_id: str, patient_id: str, now: dt.datetime) -> DeviceAssi
     return DeviceAssignment(
         id=str(uuid.uuid4()), device_id=device_id, patient_id=patient_id, started_at=now
     )
-
-
-def _read_credential(credential: DeviceCredential) -> CredentialRead:
-    return CredentialRead(
-        id=credential.id,
-        created_at=credential.created_at,
-        expires_at=credential.expires_at,
-        revoked_at=credential.revoked_at,
-        last_used_at=credential.last_used_at,
-    )
-
-
-def _credential(device_id: str, token: str, now: dt.datetime) -> DeviceCredential:
-    return DeviceCredential(
-        id=str(uuid.uuid4()),
-        device_id=device_id,
-        token_hash=hash_device_token(token),
-        created_at=now,
-        expires_at=None,
-        revoked_at=None,
-        last_used_at=None,
-    )
-
-
-async def _forget(cache: Cache, credentials: Iterable[DeviceCredential]) -> None:
-    for credential in credentials:
-        await cache.delete(device_cache_key(credential.token_hash))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, status
 
-from medcloud.identity import service
+from medcloud.identity import patients, service, sessions, users
 from medcloud.identity.schemas import (
     BreakGlassRead,
     BreakGlassRequest,
@@ -50,7 +50,7 @@ async def sign_in(
     totp: Annotated[str | None, Form(max_length=10)] = None,
 ) -> TokenRead:
     """Sign in (OAuth2 password flow): an access token and a rotating refresh token."""
-    return await service.sign_in(
+    return await sessions.sign_in(
         uow=uow,
         tokens=runtime.tokens,
         cache=runtime.cache,
@@ -65,7 +65,7 @@ async def sign_in(
 @router.post("/api/v1/auth/refresh", response_model=TokenRead)
 async def refresh(body: RefreshRequest, uow: UowDep, runtime: RuntimeDep) -> TokenRead:
     """Exchange a refresh token for new tokens; replaying a spent one ends the session."""
-    return await service.refresh_session(
+    return await sessions.refresh_session(
         uow=uow,
         tokens=runtime.tokens,
         settings=runtime.settings,
@@ -76,7 +76,7 @@ async def refresh(body: RefreshRequest, uow: UowDep, runtime: RuntimeDep) -> Tok
 @router.post("/api/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def sign_out(body: RefreshRequest, uow: UowDep) -> None:
     """End the session the refresh token belongs to."""
-    await service.sign_out(uow=uow, refresh_token=body.refresh_token)
+    await sessions.sign_out(uow=uow, refresh_token=body.refresh_token)
 
 
 @router.post("/api/v1/auth/mfa/enrol", response_model=MfaEnrolment)
@@ -84,7 +84,7 @@ async def enrol_mfa(
     request: Request, uow: UowDep, runtime: RuntimeDep, username: Email, password: Password
 ) -> MfaEnrolment:
     """Start TOTP enrolment (proven by password); the next sign-in with a code completes it."""
-    return await service.enrol_mfa(
+    return await sessions.enrol_mfa(
         uow=uow,
         cache=runtime.cache,
         settings=runtime.settings,
@@ -97,7 +97,7 @@ async def enrol_mfa(
 @router.post("/api/v1/auth/invitations/accept", status_code=status.HTTP_204_NO_CONTENT)
 async def accept_invitation(body: InvitationAccept, uow: UowDep, runtime: RuntimeDep) -> None:
     """Choose a password through an invitation."""
-    await service.accept_invitation(
+    await users.accept_invitation(
         uow=uow, settings=runtime.settings, token=body.token, password=body.password
     )
 
@@ -113,7 +113,7 @@ async def read_me(
     uow: UowDep, principal: Annotated[UserPrincipal, Authorize(Action.PROFILE_READ)]
 ) -> UserRead:
     """Return the signed-in user."""
-    return await service.get_user(uow=uow, principal=principal, user_id=principal.user_id)
+    return await users.get_user(uow=uow, principal=principal, user_id=principal.user_id)
 
 
 @router.post("/api/v1/users", response_model=UserInvited, status_code=status.HTTP_201_CREATED)
@@ -124,9 +124,7 @@ async def invite_user(
     principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
 ) -> UserInvited:
     """Invite a user; deliver the returned invitation token to them."""
-    return await service.invite_user(
-        uow=uow, principal=principal, settings=runtime.settings, cmd=cmd
-    )
+    return await users.invite_user(uow=uow, principal=principal, settings=runtime.settings, cmd=cmd)
 
 
 @router.get("/api/v1/users", response_model=UserPage)
@@ -134,7 +132,7 @@ async def list_users(
     session: QueryDep, principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)]
 ) -> UserPage:
     """List the organisation's users."""
-    return await service.list_users(session=session, principal=principal)
+    return await users.list_users(session=session, principal=principal)
 
 
 @router.get("/api/v1/users/{user_id}", response_model=UserRead)
@@ -144,7 +142,7 @@ async def read_user(
     principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
 ) -> UserRead:
     """Return one user."""
-    return await service.get_user(uow=uow, principal=principal, user_id=user_id)
+    return await users.get_user(uow=uow, principal=principal, user_id=user_id)
 
 
 @router.patch("/api/v1/users/{user_id}", response_model=UserRead)
@@ -155,7 +153,7 @@ async def update_user(
     principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
 ) -> UserRead:
     """Change a user's role, wards, or whether they may sign in."""
-    return await service.update_user(uow=uow, principal=principal, user_id=user_id, cmd=cmd)
+    return await users.update_user(uow=uow, principal=principal, user_id=user_id, cmd=cmd)
 
 
 @router.post("/api/v1/wards", response_model=WardRead, status_code=status.HTTP_201_CREATED)
@@ -183,7 +181,7 @@ async def create_patient(
     principal: Annotated[UserPrincipal, Authorize(Action.PATIENT_WRITE)],
 ) -> PatientRead:
     """Register a patient."""
-    return await service.create_patient(uow=uow, principal=principal, cmd=cmd)
+    return await patients.create_patient(uow=uow, principal=principal, cmd=cmd)
 
 
 @router.get("/api/v1/patients", response_model=PatientPage)
@@ -195,7 +193,7 @@ async def list_patients(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PatientPage:
     """List the patients in the user's care teams (and break-glass grants)."""
-    return await service.list_patients(
+    return await patients.list_patients(
         uow=uow, care=runtime.care, principal=principal, limit=limit, cursor=cursor
     )
 
@@ -208,7 +206,7 @@ async def read_patient(
     principal: Annotated[UserPrincipal, Authorize(Action.PATIENT_READ)],
 ) -> PatientRead:
     """Return one patient."""
-    return await service.get_patient(
+    return await patients.get_patient(
         uow=uow, care=runtime.care, principal=principal, patient_id=patient_id
     )
 
@@ -222,7 +220,7 @@ async def update_patient(
     principal: Annotated[UserPrincipal, Authorize(Action.PATIENT_WRITE)],
 ) -> PatientRead:
     """Move a patient to another care team."""
-    return await service.update_patient(
+    return await patients.update_patient(
         uow=uow, care=runtime.care, principal=principal, patient_id=patient_id, cmd=cmd
     )
 
@@ -240,7 +238,7 @@ async def break_glass(
     principal: Annotated[UserPrincipal, Authorize(Action.BREAK_GLASS)],
 ) -> BreakGlassRead:
     """Open time-limited emergency access to a patient outside one's care teams (audited)."""
-    return await service.break_glass(
+    return await patients.break_glass(
         uow=uow,
         principal=principal,
         settings=runtime.settings,

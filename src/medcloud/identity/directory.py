@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.identity import repository
+from medcloud.identity.models import UserAccount
 from medcloud.platform.clock import Clock
 from medcloud.platform.directory import CareScope, PatientRef
 from medcloud.platform.security import Role
@@ -65,3 +66,14 @@ class SqlCareDirectory:
                 session, user_id, organisation_id, self._clock.now()
             )
         return CareScope(whole_organisation=False, patient_ids=ids)
+
+    async def is_member(self, user_id: str, organisation_id: str) -> bool:
+        """Tell whether the user is an active user of the organisation."""
+        async with self._sessions() as session:
+            user = await session.get(UserAccount, user_id)
+        return user is not None and user.is_active and user.organisation_id == organisation_id
+
+    async def ward_members(self, organisation_id: str, ward_id: str) -> list[str]:
+        """Return the ids of the active users in the ward's care team."""
+        async with self._sessions() as session:
+            return await repository.ward_member_ids(session, organisation_id, ward_id)

@@ -230,3 +230,19 @@ async def care_scope_patient_ids(
     )
     rows = await session.scalars(in_wards.union(granted))
     return frozenset(rows.all())
+
+
+async def ward_member_ids(session: AsyncSession, organisation_id: str, ward_id: str) -> list[str]:
+    """Return the active users who are members of the ward."""
+    rows = await session.scalars(
+        select(UserAccount.id)
+        .join(WardMember, WardMember.user_id == UserAccount.id)
+        .join(Ward, Ward.id == WardMember.ward_id)
+        .where(
+            Ward.id == ward_id,
+            Ward.organisation_id == organisation_id,
+            UserAccount.is_active.is_(True),
+        )
+        .order_by(UserAccount.id)
+    )
+    return list(rows.all())

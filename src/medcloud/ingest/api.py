@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, status
 from pydantic import AwareDatetime
 
-from medcloud.ingest import service
+from medcloud.ingest import queries, service
 from medcloud.ingest.schemas import (
     BucketPage,
     IngestResult,
@@ -85,7 +85,7 @@ async def list_readings(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ReadingPage:
     """Return a device's readings, newest first."""
-    return await service.list_readings(
+    return await queries.list_readings(
         uow=uow,
         devices=runtime.devices,
         care=runtime.care,
@@ -109,7 +109,7 @@ async def summarise_readings(
     bucket: Annotated[int | None, Query(ge=1, le=31 * 86_400, description="seconds")] = None,
 ) -> BucketPage:
     """Return min, max and mean per time bucket (at most ~1,000 per type) for charts."""
-    return await service.summarise_readings(
+    return await queries.summarise_readings(
         uow=uow,
         devices=runtime.devices,
         care=runtime.care,
@@ -130,7 +130,7 @@ async def latest_readings(
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
 ) -> LatestReadings:
     """Return a patient's newest value of every measurement type."""
-    return await service.latest_readings(
+    return await queries.latest_readings(
         uow=uow,
         patients=runtime.patients,
         care=runtime.care,
@@ -149,7 +149,7 @@ async def list_quarantine(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> QuarantinePage:
     """Return readings the data-quality gate refused, with the reason, newest first."""
-    return await service.list_quarantine(
+    return await queries.list_quarantine(
         uow=uow,
         care=runtime.care,
         principal=principal,

@@ -40,6 +40,10 @@ class DeviceDirectory(Protocol):
         """Return the patient the device was assigned to at each of `times` (None: nobody)."""
         ...
 
+    async def close(self) -> None:
+        """Write what the look-ups noted (a credential's last use) before the process stops."""
+        ...
+
 
 @dataclass(frozen=True)
 class PatientRef:
@@ -85,6 +89,14 @@ class CareDirectory(Protocol):
 
     async def scope(self, user_id: str, organisation_id: str, role: str) -> CareScope:
         """Return the user's current care scope."""
+        ...
+
+    async def is_member(self, user_id: str, organisation_id: str) -> bool:
+        """Tell whether the user is an active user of the organisation."""
+        ...
+
+    async def ward_members(self, organisation_id: str, ward_id: str) -> list[str]:
+        """Return the ids of the active users in the ward's care team (who to tell)."""
         ...
 
 

@@ -158,7 +158,7 @@ async def _on_domain_error(request: Request, exc: Exception) -> Response:
     if exc.denies_access and not exc.audited and on_denied is not None:
         try:
             await on_denied(request, exc)
-        except Exception:  # noqa: BLE001  (the refusal stands even if it cannot be recorded)
+        except Exception:  # the refusal stands even if it cannot be recorded
             log.exception("audit.denied_not_recorded")
     return problem_response(
         status=exc.status,

@@ -104,6 +104,25 @@ class Metrics:
             ["priority"],
             registry=r,
         )
+        self.notifications_sent = Counter(
+            "notifications_sent_total",
+            "Delivery attempts, by channel and outcome (sent, delivered, retry, failed).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.notification_delivery = Histogram(
+            "notification_delivery_seconds",
+            "From an alarm being raised to a channel accepting the message about it.",
+            ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.notification_escalations = Counter(
+            "notification_escalations_total",
+            "Escalation steps beyond the first, by priority.",
+            ["priority"],
+            registry=r,
+        )
         self.events_published = Counter(
             "bus_events_published_total", "Events relayed from the outbox to the bus.", registry=r
         )

@@ -117,7 +117,7 @@ def share_property_tables() -> None:
     if set(vars(prototype)) != {"packetType", *tables} or None in tables.values():
         return
 
-    def init(self: Properties, packetType: int) -> None:
+    def init(self: Properties, packetType: int) -> None:  # noqa: N803  (paho's own name)
         object.__setattr__(self, "packetType", packetType)
         for name, table in tables.items():
             object.__setattr__(self, name, table)

@@ -37,6 +37,10 @@ class Action(StrEnum):
     WARD_READ = "ward:read"
     PROFILE_READ = "profile:read"
     AUDIT_READ = "audit:read"
+    NOTIFICATIONS_MANAGE = "notifications:manage"
+    NOTIFICATION_PREFERENCES = "notifications:preferences"
+    ROSTER_READ = "roster:read"
+    INBOX_READ = "inbox:read"
 
 
 CLINICAL = frozenset(
@@ -52,6 +56,9 @@ CLINICAL = frozenset(
         Action.PATIENT_WRITE,
         Action.WARD_READ,
         Action.PROFILE_READ,
+        Action.ROSTER_READ,
+        Action.INBOX_READ,
+        Action.NOTIFICATION_PREFERENCES,
     }
 )
 
@@ -71,6 +78,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.WARD_READ,
             Action.PROFILE_READ,
             Action.SCORE_CALCULATE,
+            # Technicians are told when a device or a notification channel needs them.
+            Action.INBOX_READ,
+            Action.NOTIFICATION_PREFERENCES,
         }
     ),
     Role.AUDITOR: frozenset({Action.AUDIT_READ, Action.PROFILE_READ, Action.SCORE_CALCULATE}),
@@ -99,6 +109,12 @@ def authorize_device_write(principal: Principal, device_id: str) -> DevicePrinci
     if principal.device_id != device_id:
         raise Forbidden("a device may only send its own data")
     return principal
+
+
+def ensure_self_or_manager(principal: UserPrincipal, user_id: str) -> None:
+    """Let users manage their own notification details; admins anyone's (404 otherwise)."""
+    if principal.user_id != user_id and not allowed(principal, Action.NOTIFICATIONS_MANAGE):
+        raise OutOfScope("user not found")
 
 
 def ensure_same_organisation(principal: UserPrincipal, organisation_id: str, what: str) -> None:

@@ -36,6 +36,7 @@ class UnitOfWork:
         self._on_commit = on_commit
         self.clock = clock
         self._events: list[Event] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -53,6 +54,7 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self._session = self._sessions()
         self._events = []
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -69,6 +71,10 @@ class UnitOfWork:
     def publish(self, event: Event) -> None:
         """Have `event` leave through the outbox if, and only if, this transaction commits."""
         self._events.append(event)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed (never if it rolls back)."""
+        self._after_commit.append(callback)
 
     async def commit(self) -> None:
         """Write pending events to the outbox and commit the whole transaction; then hand the
@@ -93,6 +99,9 @@ class UnitOfWork:
             self._events = []
         await self.session.commit()
         self._on_commit(envelopes)
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from medcloud.devices import rollouts
+from medcloud.devices import updates
 from medcloud.platform.clock import FrozenClock
 from medcloud.platform.security import Role, UserPrincipal
 from tests.integration.devices.conftest import ST_MARY, runtime
@@ -109,7 +109,7 @@ async def skip(api: Api, device: dict[str, Any]) -> None:
 
 async def sweep(api: Api) -> None:
     """One pass of the monitor's timeout sweep."""
-    await rollouts.time_out_updates(uow=runtime(api).uow(), settings=runtime(api).settings)
+    await updates.time_out_updates(uow=runtime(api).uow(), settings=runtime(api).settings)
 
 
 async def test_pausing_or_cancelling_races_device_reports_and_the_sweep_without_deadlock(

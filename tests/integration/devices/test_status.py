@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
-from medcloud.devices import service
+from medcloud.devices.status import check_devices
 from medcloud.platform.clock import FrozenClock
 from medcloud.platform.models import OutboxMessage
 from medcloud.platform.security import Role, UserPrincipal
@@ -31,7 +31,7 @@ async def published(api: Api, routing_key: str) -> list[dict[str, Any]]:
 async def check(api: Api) -> None:
     """One pass of the status monitor (the background loop runs the same, on a timer)."""
     built = runtime(api)
-    await service.check_devices(
+    await check_devices(
         uow_factory=built.uow,
         read_sessions=built.read_sessions,
         metrics=built.metrics,

@@ -147,7 +147,7 @@ async def test_api2_login_throttling_holds_against_1000_parallel_wrong_passwords
         checked.append(password)
         return await real_verify(password_hash, password)
 
-    monkeypatch.setattr("medcloud.identity.service.verify_password", counting_verify)
+    monkeypatch.setattr("medcloud.identity.sessions.verify_password", counting_verify)
     statuses: dict[int, int] = {}
     limit = asyncio.Semaphore(50)
 
@@ -319,12 +319,25 @@ async def test_api7_no_request_makes_the_server_fetch_a_url(api: Api, cast: Cast
         assert response.status_code == 401
     assert keys.kid  # the genuine key set is untouched
     url_fields = [
-        name
-        for schema in api.app.openapi()["components"]["schemas"].values()
+        (schema_name, name)
+        for schema_name, schema in api.app.openapi()["components"]["schemas"].items()
         for name, prop in schema.get("properties", {}).items()
         if prop.get("format") == "uri"
     ]
-    assert url_fields == []
+    # The one URL the server calls is a webhook an admin registers: never this machine, the
+    # cloud's metadata service or another link-local address.
+    assert url_fields == [("WebhookIn", "url")]
+    for target in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:5432/",
+        "http://localhost/admin",
+        "http://[::1]/",
+        "http://0.0.0.0/",
+    ):
+        response = await api.http.post(
+            "/api/v1/webhooks", json={"url": target}, headers=cast.auth("alice_admin")
+        )
+        assert response.status_code == 422, (target, response.text)
 
 
 # API8: security misconfiguration ---------------------------------------------------------------

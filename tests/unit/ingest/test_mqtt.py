@@ -11,14 +11,8 @@ import aiomqtt
 import orjson
 
 from medcloud.config import MqttSettings, Settings
-from medcloud.ingest.mqtt import (
-    DeviceCache,
-    Subscriber,
-    _Link,
-    ack_body,
-    split_msg_id,
-    worker_acls,
-)
+from medcloud.ingest.mqtt import DeviceCache, Subscriber, _Link, worker_acls
+from medcloud.ingest.mqtt_messages import ack_body, split_msg_id
 from medcloud.ingest.schemas import IngestResult
 from medcloud.platform.directory import DeviceRef
 from medcloud.platform.errors import FieldError, Invalid
@@ -87,6 +81,9 @@ class CountingDirectory:
         times: Sequence[dt.datetime],
     ) -> list[str | None]:
         return [None for _ in times]
+
+    async def close(self) -> None:
+        pass
 
 
 async def test_the_device_cache_remembers_known_and_unknown_devices_for_its_ttl() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from medcloud.bootstrap import create_object_store
-from medcloud.config import DevicesSettings, ObjectStoreSettings, Settings
+from medcloud.config import ObjectStoreSettings, Settings
 from medcloud.platform.objects import (
     DirectoryObjectStore,
     InvalidKey,
@@ -75,10 +75,12 @@ def test_the_embedded_default_is_a_directory_in_var_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "objects").exists()  # nothing is created until something is stored
 
 
-def test_the_older_firmware_directory_setting_still_applies(tmp_path: Path) -> None:
-    settings = Settings(var_dir=tmp_path, devices=DevicesSettings(object_dir=tmp_path / "fw"))
-    store = create_object_store(settings)
-    assert isinstance(store, DirectoryObjectStore) and store.root == tmp_path / "fw"
+def test_the_removed_firmware_directory_setting_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDCLOUD_DEVICES__OBJECT_DIR", str(tmp_path / "fw"))
+    with pytest.raises(ValidationError, match="MEDCLOUD_OBJECTS__URL=file://"):
+        Settings(var_dir=tmp_path)
 
 
 def test_an_s3_url_selects_the_s3_store_without_connecting(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""One MQTT telemetry message: its `msg_id`, its readings stored, and the answer to the device.
+
+What becomes of a message whatever connection it came on; `mqtt.py` holds the subscriber that
+takes messages from the broker and acknowledges them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from medcloud.config import Settings
+from medcloud.ingest import service
+from medcloud.ingest.decode import decode_or_explain
+from medcloud.ingest.schemas import IngestResult
+from medcloud.ingest.writer import ReadingWriter
+from medcloud.platform.directory import DeviceDirectory, DeviceRef
+from medcloud.platform.errors import DomainError
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.uow import UnitOfWork
+
+TRANSPORT = "mqtt"
+
+
+async def receive_message(
+    *,
+    uow: UnitOfWork,
+    devices: DeviceDirectory,
+    device: DeviceRef,
+    payload: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    settings: Settings,
+    metrics: Metrics,
+    writer: ReadingWriter | None,
+) -> IngestResult:
+    """Decode one telemetry message and store its readings once committed.
+
+    Raise Invalid when any of it is refused (what was refused is then kept in quarantine, with
+    its reasons), Unavailable when the store cannot take it now.
+    """
+    principal = service.device_principal(device)
+    decoded = decode_or_explain(
+        payload,
+        content_type=content_type,
+        content_encoding=content_encoding,
+        max_inflated_bytes=settings.ingest.max_decompressed_bytes,
+        max_readings=settings.max_batch_readings,
+        field="payload",
+        fragment=lambda: payload[:4096].decode("utf-8", "replace"),
+    )
+    problems = decoded.problems
+    if not problems:
+        return await service.ingest_readings(
+            uow=uow,
+            principal=principal,
+            device_id=device.id,
+            readings=decoded.readings,
+            batch=decoded.batch,
+            settings=settings,
+            metrics=metrics,
+            devices=devices,
+            transport=TRANSPORT,
+            writer=writer,
+            # The device has more messages in flight: this one may wait to share a batch.
+            wait_ms=settings.ingest.writer_stream_batch_ms,
+        )
+    # The same quarantine HTTP keeps; receive_readings itself is HTTP's (its metrics say so).
+    await service.refuse(
+        uow,
+        principal,
+        problems,
+        transport=TRANSPORT,
+        settings=settings,
+        metrics=metrics,
+        total=len(problems),
+    )
+    raise AssertionError("refusing raises Invalid")
+
+
+def split_msg_id(payload: bytes) -> tuple[bytes, str | None]:
+    """Take a top-level `msg_id` out of a JSON payload; return the rest and the id, if any.
+
+    Devices that cannot set MQTT v5 correlation data (MQTT 3.1.1) name their message this way;
+    the readings schema allows no extra fields, so it is removed before decoding.
+    """
+    if b'"msg_id"' not in payload:
+        return payload, None
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload, None  # decoding will refuse it, with the reason
+    if not isinstance(document, dict) or "msg_id" not in document:
+        return payload, None
+    msg_id = document.pop("msg_id")
+    return orjson.dumps(document), None if msg_id is None else str(msg_id)[:200]
+
+
+def ack_body(
+    msg_id: str | None, result: IngestResult | None, refusal: DomainError | None
+) -> dict[str, Any]:
+    """Describe to a device what became of one message."""
+    if result is not None:
+        return {
+            "msg_id": msg_id,
+            "status": "stored",
+            "accepted": result.accepted,
+            "stored": result.stored,
+            "duplicates": result.duplicates,
+        }
+    assert refusal is not None  # noqa: S101  (one of the two is given)
+    return {
+        "msg_id": msg_id,
+        "status": "refused",
+        "detail": refusal.detail,
+        "errors": [{"field": e.field, "message": e.message} for e in refusal.errors],
+    }

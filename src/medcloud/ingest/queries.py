@@ -1,0 +1,286 @@
+"""Read-side use cases of the ingest context: stored readings, their buckets, a patient's latest
+values and the quarantine, for users in care scope, every read audited.
+
+Kept apart from `service.py` (accepting, gating and storing readings) because the two change for
+different reasons: these answer users and never write a reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from medcloud.config import Settings
+from medcloud.ingest import repository
+from medcloud.ingest.schemas import (
+    Bucket,
+    BucketPage,
+    LatestReading,
+    LatestReadings,
+    QuarantinedReadingRead,
+    QuarantinePage,
+    ReadingPage,
+    ReadingRead,
+)
+from medcloud.platform.audit import audit_record
+from medcloud.platform.catalogue import CATALOGUE
+from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
+from medcloud.platform.errors import FieldError, Invalid, NotFound
+from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.policy import (
+    Action,
+    allowed,
+    ensure_in_care_scope,
+    ensure_same_organisation,
+)
+from medcloud.platform.security import Role, UserPrincipal
+from medcloud.platform.uow import UnitOfWork
+
+
+async def _device_in_scope(
+    devices: DeviceDirectory, care: CareDirectory, principal: UserPrincipal, device_id: str
+) -> tuple[str | None, frozenset[str] | None]:
+    """Return (the device's patient, the patients the user may see or None for all), or 404."""
+    device = await devices.get(device_id)
+    if device is None:
+        raise NotFound("device not found")
+    ensure_same_organisation(principal, device.organisation_id, "device")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, device.patient_id, "device")
+    return device.patient_id, None if scope.whole_organisation else scope.patient_ids
+
+
+async def list_readings(
+    *,
+    uow: UnitOfWork,
+    devices: DeviceDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    device_id: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> ReadingPage:
+    """Return a device's readings, newest first, to a user caring for its patient (audited).
+
+    Only readings attributed to patients in the user's care scope are returned: a device that
+    moved between patients keeps each reading with the patient it was taken from.
+    """
+    patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
+    after = None
+    if cursor:
+        timestamp, key = decode_cursor(cursor)
+        if not key.isdigit():
+            raise Invalid(
+                "the cursor is not one this server issued",
+                errors=[FieldError("query.cursor", "unknown cursor")],
+            )
+        after = (timestamp, int(key))
+    async with uow:
+        rows = await repository.page(
+            uow.session,
+            device_id,
+            patients=patients,
+            start=start,
+            end=end,
+            limit=limit + 1,
+            after=after,
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="device",
+                object_id=device_id,
+                patient_id=patient_id,
+                detail={"count": min(len(rows), limit)},
+            )
+        )
+        await uow.commit()
+    items = [
+        ReadingRead(
+            type=r.type,
+            value=r.value,
+            unit=r.unit,
+            timestamp=r.timestamp,
+            clock_drift=r.clock_drift,
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.timestamp, last.id)
+    return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
+
+
+async def summarise_readings(
+    *,
+    uow: UnitOfWork,
+    devices: DeviceDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    device_id: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    bucket_seconds: int | None,
+    settings: Settings,
+) -> BucketPage:
+    """Return min/max/avg per time bucket of a device's readings, at most `max_chart_points`
+    buckets per type, to a user caring for its patient (audited). Defaults: the last 24 h."""
+    patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
+    end = end or uow.clock.now()
+    start = start or end - dt.timedelta(hours=24)
+    if start >= end:
+        raise Invalid(
+            "start must be before end", errors=[FieldError("query.start", "not before end")]
+        )
+    span = (end - start).total_seconds()
+    smallest = max(1, math.ceil(span / settings.ingest.max_chart_points))
+    size = max(bucket_seconds or smallest, smallest)
+    async with uow:
+        found = await repository.buckets(
+            uow.session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="device",
+                object_id=device_id,
+                patient_id=patient_id,
+                detail={"buckets": len(found), "bucket_seconds": size},
+            )
+        )
+        await uow.commit()
+    items = [
+        Bucket(
+            type=code,
+            start=dt.datetime.fromtimestamp(number * size, dt.UTC),
+            min=low,
+            max=high,
+            avg=mean,
+            count=count,
+        )
+        for code, number, low, high, mean, count in found
+    ]
+    return BucketPage(device_id=device_id, bucket_seconds=size, items=items)
+
+
+async def latest_readings(
+    *,
+    uow: UnitOfWork,
+    patients: PatientDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    patient_id: str,
+) -> LatestReadings:
+    """Return a patient's newest value of every measurement type, to a user caring for them
+    (audited)."""
+    patient = await patients.get(patient_id)
+    if patient is None:
+        raise NotFound("patient not found")
+    ensure_same_organisation(principal, patient.organisation_id, "patient")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, patient_id, "patient")
+    async with uow:
+        found = await repository.latest_per_type(
+            uow.session, principal.organisation_id, patient_id, sorted(CATALOGUE)
+        )
+        uow.publish(
+            audit_record(
+                principal,
+                "readings.read",
+                occurred_at=uow.clock.now(),
+                object_type="patient",
+                object_id=patient_id,
+                patient_id=patient_id,
+                detail={"count": len(found), "view": "latest"},
+            )
+        )
+        await uow.commit()
+    return LatestReadings(
+        patient_id=patient_id,
+        items=[
+            LatestReading(
+                type=r.type,
+                value=r.value,
+                unit=r.unit,
+                timestamp=r.timestamp,
+                device_id=r.device_id,
+            )
+            for r in found
+        ],
+    )
+
+
+async def list_quarantine(
+    *,
+    uow: UnitOfWork,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    device_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> QuarantinePage:
+    """Return refused readings of the principal's organisation with their reasons, newest first.
+
+    Admins and technicians look after every device and see every entry; clinical staff see
+    those of their patients. The refused payload holds clinical values, so it is shown only to
+    those who may read readings (technicians get field and reason), and showing it is audited.
+    """
+    visible: frozenset[str] | None = None
+    if principal.role in (Role.CLINICIAN, Role.NURSE):
+        scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+        visible = None if scope.whole_organisation else scope.patient_ids
+    before_id = None
+    if cursor:
+        _, key = decode_cursor(cursor)
+        if not key.isdigit():
+            raise Invalid(
+                "the cursor is not one this server issued",
+                errors=[FieldError("query.cursor", "unknown cursor")],
+            )
+        before_id = int(key)
+    show_payload = allowed(principal, Action.READINGS_READ)
+    async with uow:
+        rows = await repository.quarantined(
+            uow.session,
+            principal.organisation_id,
+            device_id=device_id,
+            patients=visible,
+            limit=limit + 1,
+            before_id=before_id,
+        )
+        if show_payload and rows:
+            uow.publish(
+                audit_record(
+                    principal,
+                    "quarantine.read",
+                    occurred_at=uow.clock.now(),
+                    object_type="device" if device_id else "organisation",
+                    object_id=device_id or principal.organisation_id,
+                    detail={"count": min(len(rows), limit)},
+                )
+            )
+        await uow.commit()
+    items = [
+        QuarantinedReadingRead(
+            id=r.id,
+            device_id=r.device_id,
+            transport=r.transport,
+            received_at=r.received_at,
+            field=r.field,
+            reason=r.reason,
+            payload=r.payload if show_payload else None,
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.received_at, last.id)
+    return QuarantinePage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,20 @@
+"""Notifications: who is told of an alarm, over which channel, escalation until someone
+acknowledges it, and a record of every delivery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medcloud.notifications.api import router
+from medcloud.notifications.handlers import SUBSCRIPTIONS
+from medcloud.notifications.loops import deliver, demo_mailbox, escalate, start_notifier
+from medcloud.platform.context import Context
+
+CONTEXT = Context(
+    name="notifications",
+    router=router,
+    subscriptions=SUBSCRIPTIONS,
+    migrations=Path(__file__).parent / "migrations",
+    on_start=(start_notifier,),
+    background=(demo_mailbox, escalate, deliver),
+)

@@ -1,0 +1,87 @@
+"""What the notifications context keeps per process: the key of its acknowledge links and the
+signals that wake its loops and live streams the moment there is work, instead of on a poll."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from medcloud.config import Settings
+
+
+class Notifier:
+    """Wake-up signals and the link key, shared by the loops, handlers and routes of a process."""
+
+    def __init__(self, link_key: bytes) -> None:
+        self.link_key = link_key
+        self._deliveries = asyncio.Event()
+        self._escalations = asyncio.Event()
+        self._feed = asyncio.Condition()
+
+    def deliveries_due(self) -> None:
+        """Tell the delivery loop that messages were queued (called after their commit)."""
+        self._deliveries.set()
+
+    def escalations_due(self) -> None:
+        """Tell the escalation loop to look again (a new alarm may be due sooner)."""
+        self._escalations.set()
+
+    async def wait_deliveries(self, timeout: float) -> None:
+        """Wait until messages are queued or `timeout` passes."""
+        await _wait(self._deliveries, timeout)
+
+    async def wait_escalations(self, timeout: float) -> None:
+        """Wait until the escalation loop is woken or `timeout` passes."""
+        await _wait(self._escalations, timeout)
+
+    def feed_grew(self) -> None:
+        """Wake this process's live streams (a stream also polls for other processes' writes)."""
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._notify_feed())
+
+    async def _notify_feed(self) -> None:
+        async with self._feed:
+            self._feed.notify_all()
+
+    async def wait_feed(self, timeout: float) -> None:
+        """Wait until the feed grows in this process or `timeout` passes."""
+        async with self._feed:
+            try:
+                await asyncio.wait_for(self._feed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return
+    event.clear()
+
+
+def link_key(settings: Settings) -> bytes:
+    """The key that signs acknowledge links: configured, or a key file made on first start.
+
+    Every process of a deployment must share it (a link mailed by a worker is opened by an API
+    process), so a split deployment sets `MEDCLOUD_NOTIFICATIONS__LINK_SECRET`.
+    """
+    configured = settings.notifications.link_secret
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    path = settings.var_dir / "keys" / "notification-links.key"
+    if not path.exists():
+        try:
+            _write_private(path, secrets.token_bytes(32))
+        except FileExistsError:
+            pass  # another process of this deployment made it first: use theirs
+    return path.read_bytes()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)

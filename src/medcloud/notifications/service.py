@@ -1,0 +1,209 @@
+"""Use cases driven by alarm changes: start an escalation (its steps run in `steps.py`), stop
+it and tell those already paged, and put every change on the live feed and the organisation's
+webhooks.
+
+Each runs inside the caller's unit of work (a consumer's, or the escalation loop's), so what it
+queues is committed with the event that caused it, or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+
+from medcloud.analytics.events import AlertChanged
+from medcloud.config import Settings
+from medcloud.notifications import repository
+from medcloud.notifications.models import (
+    ESCALATING,
+    AlarmEscalation,
+    FeedEntry,
+    InboxItem,
+)
+from medcloud.notifications.notifier import Notifier
+from medcloud.notifications.outbound import alarm_link, delivery_row, queue_webhooks
+from medcloud.notifications.steps import run_step
+from medcloud.platform.directory import CareDirectory
+from medcloud.platform.metrics import Metrics
+from medcloud.platform.uow import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+OWN_ALARMS = frozenset({"no_one_on_call", "notification_channel_down"})
+"""Technical alarms about notifying itself: shown and sent to webhooks, never escalated."""
+FEED_FIELDS = (
+    "alert_id",
+    "source",
+    "state",
+    "priority",
+    "device_id",
+    "patient_id",
+    "ward_id",
+    "rule",
+    "condition_active",
+    "raised_at",
+    "changed_at",
+    "actor_id",
+    "silenced_until",
+)
+"""What the live stream says of an alarm: enough to redraw a ward display, never a value."""
+
+
+def _alert_json(event: AlertChanged) -> dict[str, Any]:
+    data = event.model_dump(mode="json", include=set(FEED_FIELDS))
+    data["type"] = event.routing_key
+    return data
+
+
+def record_feed(uow: UnitOfWork, event: AlertChanged, notifier: Notifier | None) -> None:
+    """Put an alarm change on the live stream."""
+    uow.session.add(
+        FeedEntry(
+            organisation_id=event.organisation_id,
+            patient_id=event.patient_id,
+            type=event.routing_key,
+            body=orjson.dumps(_alert_json(event)).decode(),
+            created_at=uow.clock.now(),
+        )
+    )
+    if notifier is not None:
+        uow.after_commit(notifier.feed_grew)
+
+
+async def alarm_raised(
+    uow: UnitOfWork,
+    event: AlertChanged,
+    *,
+    settings: Settings,
+    care: CareDirectory,
+    metrics: Metrics,
+    notifier: Notifier | None,
+) -> None:
+    """Start escalating a new alarm: its first step runs at once, in this transaction."""
+    record_feed(uow, event, notifier)
+    await queue_webhooks(
+        uow,
+        settings,
+        event_type="alert.raised",
+        organisation_id=event.organisation_id,
+        alert_id=event.alert_id,
+        alert=_alert_json(event),
+    )
+    if event.rule in OWN_ALARMS:
+        return  # told to the fallback contact already; paging about it could loop
+    if await uow.session.get(AlarmEscalation, event.alert_id) is not None:
+        return
+    chain = await repository.chain_for(
+        uow.session, event.organisation_id, event.ward_id, event.priority
+    )
+    alarm = AlarmEscalation(
+        alert_id=event.alert_id,
+        organisation_id=event.organisation_id,
+        ward_id=event.ward_id,
+        patient_id=event.patient_id,
+        device_id=event.device_id,
+        priority=event.priority,
+        condition=event.rule,
+        source=event.source,
+        raised_at=event.raised_at,
+        steps=[step.as_json() for step in chain.steps],
+        repeat_after_seconds=chain.repeat_after_seconds,
+        step=0,
+        round=0,
+        state=ESCALATING,
+        next_at=event.raised_at,
+    )
+    uow.session.add(alarm)
+    await run_step(uow, alarm, settings=settings, care=care, metrics=metrics)
+    if notifier is not None:
+        uow.after_commit(notifier.deliveries_due)
+        uow.after_commit(notifier.escalations_due)
+
+
+async def alarm_stopped(
+    uow: UnitOfWork,
+    event: AlertChanged,
+    *,
+    settings: Settings,
+    notifier: Notifier | None,
+) -> None:
+    """An alarm was acknowledged or resolved: stop its escalation, and tell those paged."""
+    record_feed(uow, event, notifier)
+    await queue_webhooks(
+        uow,
+        settings,
+        event_type=event.routing_key,
+        organisation_id=event.organisation_id,
+        alert_id=event.alert_id,
+        alert=_alert_json(event),
+    )
+    acknowledged = event.routing_key == "alert.acknowledged"
+    await stop(
+        uow,
+        event.alert_id,
+        state="acknowledged" if acknowledged else "resolved",
+        actor_id=event.actor_id,
+    )
+    if acknowledged:
+        await _tell_paged(
+            uow, settings, event.alert_id, actor_id=event.actor_id, priority=event.priority
+        )
+    if notifier is not None:
+        uow.after_commit(notifier.deliveries_due)
+
+
+async def stop(uow: UnitOfWork, alert_id: str, *, state: str, actor_id: str | None) -> bool:
+    """Stop an alarm's escalation and cancel its unsent messages; tell whether it was running."""
+    alarm = await uow.session.get(AlarmEscalation, alert_id)
+    if alarm is None or alarm.state not in (ESCALATING, "exhausted"):
+        return False
+    now = uow.clock.now()
+    alarm.state, alarm.next_at, alarm.stopped_at, alarm.stopped_by = state, None, now, actor_id
+    await repository.cancel_pending(uow.session, alert_id, now)
+    return True
+
+
+async def _tell_paged(
+    uow: UnitOfWork, settings: Settings, alert_id: str, *, actor_id: str | None, priority: str
+) -> None:
+    """Tell everyone an alarm reached that someone has it in hand, where it reached them."""
+    now = uow.clock.now()
+    rows, seen = [], set()
+    for done in await repository.reached(uow.session, alert_id):
+        if done.user_id == actor_id or (done.user_id, done.channel) in seen:
+            continue
+        seen.add((done.user_id, done.channel))
+        rows.append(
+            delivery_row(
+                key=f"{alert_id}:acknowledged:{done.user_id}:{done.channel}",
+                organisation_id=done.organisation_id,
+                alert_id=alert_id,
+                kind="acknowledged",
+                user_id=done.user_id,
+                channel=done.channel,
+                address=done.address,
+                target=done.target,
+                now=now,
+                locale=done.locale,
+                status="delivered" if done.channel == "inapp" else "queued",
+            )
+        )
+        if done.channel == "inapp":
+            assert done.user_id is not None  # noqa: S101  (an inbox belongs to a user)
+            uow.session.add(
+                InboxItem(
+                    id=str(uuid.uuid4()),
+                    organisation_id=done.organisation_id,
+                    user_id=done.user_id,
+                    alert_id=alert_id,
+                    kind="acknowledged",
+                    priority=priority,
+                    title=f"[{priority.upper()}] Alarm acknowledged",
+                    link=alarm_link(settings, alert_id),
+                    created_at=now,
+                )
+            )
+    await repository.add_deliveries(uow.session, rows)

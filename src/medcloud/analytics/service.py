@@ -198,26 +198,6 @@ async def acknowledge_by_link(*, uow: UnitOfWork, alert_id: str, user_id: str) -
 # Rules
 
 
-def _rule_read(rule: Rule) -> RuleRead:
-    return RuleRead(
-        id=rule.id,
-        key=rule.key,
-        kind=rule.kind,
-        scope=rule.scope,
-        scope_id=rule.scope_id,
-        measurement=rule.measurement,
-        priority=rule.priority,
-        low=rule.low,
-        high=rule.high,
-        hysteresis=rule.hysteresis,
-        delay_seconds=rule.delay_seconds,
-        window_seconds=rule.window_seconds,
-        latching=rule.latching,
-        enabled=rule.enabled,
-        version=rule.version,
-    )
-
-
 async def list_rules(
     *,
     uow: UnitOfWork,
@@ -239,9 +219,10 @@ async def list_rules(
         applied = effective_rules(
             defaults, configured, ward_id=patient.ward_id, patient_id=patient_id
         )
-        return RulePage(items=[_rule_read(r) for r in applied], defaults=[])
+        return RulePage(items=[RuleRead.model_validate(r) for r in applied], defaults=[])
     return RulePage(
-        items=[_rule_read(r) for r in configured], defaults=[_rule_read(r) for r in defaults]
+        items=[RuleRead.model_validate(r) for r in configured],
+        defaults=[RuleRead.model_validate(r) for r in defaults],
     )
 
 
@@ -319,7 +300,7 @@ async def save_rule(
             )
         )
         await uow.commit()
-    return _rule_read(rule_of(row))
+    return RuleRead.model_validate(rule_of(row))
 
 
 async def _scope_errors(

@@ -28,7 +28,7 @@ from medcloud.audit.schemas import (
 from medcloud.config import Settings
 from medcloud.platform.audit import AuditRecorded, audit_record
 from medcloud.platform.errors import FieldError, Invalid
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_numbered_cursor, page_of
 from medcloud.platform.security import UserPrincipal
 from medcloud.platform.uow import UnitOfWork
 
@@ -165,16 +165,12 @@ async def list_entries(
     *, session: AsyncSession, principal: UserPrincipal, query: AuditQuery
 ) -> AuditPage:
     """Return a page of the organisation's entries, newest first."""
-    after = _after(query.cursor) if query.cursor else None
+    after = decode_numbered_cursor(query.cursor) if query.cursor else None
     rows = await repository.page(
         session, _filter(principal, query), limit=query.limit + 1, after=after
     )
-    items = [_read(row) for row in rows[: query.limit]]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = rows[query.limit - 1]
-        next_cursor = encode_cursor(last.occurred_at, last.position)
-    return AuditPage(items=items, next_cursor=next_cursor)
+    shown, next_cursor = page_of(rows, query.limit, lambda r: (r.occurred_at, r.position))
+    return AuditPage(items=[_read(row) for row in shown], next_cursor=next_cursor)
 
 
 @dataclass(frozen=True)
@@ -310,17 +306,6 @@ def _filter(principal: UserPrincipal, query: AuditQuery) -> EntryFilter:
         start=query.start,
         end=query.end,
     )
-
-
-def _after(cursor: str) -> tuple[dt.datetime, int]:
-    occurred_at, key = decode_cursor(cursor)
-    try:
-        return occurred_at, int(key)
-    except ValueError:
-        raise Invalid(
-            "the cursor is not one this server issued",
-            errors=[FieldError("query.cursor", "unknown cursor")],
-        ) from None
 
 
 def _read(row: Row[Any]) -> AuditEntryRead:

@@ -72,7 +72,9 @@ async def rotate_credentials(
     # After the commit: deleted before it, a lookup running meanwhile could cache the old state.
     await forget(cache, shortened)
     return CredentialIssued(
-        **_read_credential(credential).model_dump(), token=token, previous_valid_until=valid_until
+        **CredentialRead.model_validate(credential).model_dump(),
+        token=token,
+        previous_valid_until=valid_until,
     )
 
 
@@ -107,7 +109,7 @@ async def revoke_credentials(
         )
         await uow.commit()
     await forget(cache, revoked)
-    return CredentialList(items=[_read_credential(credential) for credential in held])
+    return CredentialList(items=[CredentialRead.model_validate(credential) for credential in held])
 
 
 async def list_credentials(
@@ -118,7 +120,7 @@ async def list_credentials(
     if device is None:
         raise NotFound("device not found")
     held = await repository.credentials(session, principal.organisation_id, device_id)
-    return CredentialList(items=[_read_credential(credential) for credential in held])
+    return CredentialList(items=[CredentialRead.model_validate(credential) for credential in held])
 
 
 def new_credential(device_id: str, token: str, now: dt.datetime) -> DeviceCredential:
@@ -138,13 +140,3 @@ async def forget(cache: Cache, credentials: Iterable[DeviceCredential]) -> None:
     """Drop the cached lookups of these credentials' tokens."""
     for credential in credentials:
         await cache.delete(device_cache_key(credential.token_hash))
-
-
-def _read_credential(credential: DeviceCredential) -> CredentialRead:
-    return CredentialRead(
-        id=credential.id,
-        created_at=credential.created_at,
-        expires_at=credential.expires_at,
-        revoked_at=credential.revoked_at,
-        last_used_at=credential.last_used_at,
-    )

@@ -63,6 +63,8 @@ class AssignmentSet(BaseModel):
 class AssignmentRead(BaseModel):
     """One period during which a device was attached to a patient."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     patient_id: str
     started_at: dt.datetime
@@ -97,6 +99,8 @@ class DeviceStatusRead(BaseModel):
 
 class DeviceRead(BaseModel):
     """A device as users see it."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     serial_number: str
@@ -147,6 +151,8 @@ class CredentialRotate(BaseModel):
 
 class CredentialRead(BaseModel):
     """A device credential as users see it: when it was issued, used and stops working."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     created_at: dt.datetime
@@ -204,6 +210,8 @@ class DeviceModelList(BaseModel):
 
 class DeviceAlertRead(BaseModel):
     """A technical alert about a device."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     device_id: str

@@ -37,7 +37,7 @@ from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
 from medcloud.platform.directory import CareDirectory, PatientDirectory
 from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.security import UserPrincipal, new_device_token
 from medcloud.platform.uow import UnitOfWork
 
@@ -133,7 +133,7 @@ async def _register(
             )
         )
         await uow.commit()
-    return DeviceRegistered(**_read(device).model_dump(), token=token)
+    return DeviceRegistered(**DeviceRead.model_validate(device).model_dump(), token=token)
 
 
 async def update_device(
@@ -180,7 +180,7 @@ async def update_device(
         )
         await uow.commit()
     await forget(cache, revoked)
-    return _read(device)
+    return DeviceRead.model_validate(device)
 
 
 async def _decommission(
@@ -258,7 +258,7 @@ async def assign_device(
         await uow.commit()
     # A cached token names the device's patient; forget it so readings go to the new one.
     await forget(cache, held)
-    return AssignmentList(items=[_read_assignment(a) for a in history])
+    return AssignmentList(items=[AssignmentRead.model_validate(a) for a in history])
 
 
 async def list_assignments(
@@ -267,7 +267,7 @@ async def list_assignments(
     """Return a visible device's assignment history, newest first."""
     await visible_device(session, care, principal, device_id)
     history = await repository.assignments(session, device_id)
-    return AssignmentList(items=[_read_assignment(a) for a in history])
+    return AssignmentList(items=[AssignmentRead.model_validate(a) for a in history])
 
 
 async def _end_assignment(
@@ -314,7 +314,7 @@ async def get_device(
     *, session: AsyncSession, care: CareDirectory, principal: UserPrincipal, device_id: str
 ) -> DeviceRead:
     """Return a device of the principal's organisation, within a clinician's care scope."""
-    return _read(await visible_device(session, care, principal, device_id))
+    return DeviceRead.model_validate(await visible_device(session, care, principal, device_id))
 
 
 async def list_devices(
@@ -336,12 +336,10 @@ async def list_devices(
         after=after,
         where=where or repository.DeviceFilter(),
     )
-    items = [_read(device) for device in devices[:limit]]
-    next_cursor = None
-    if len(devices) > limit:
-        last = devices[limit - 1]
-        next_cursor = encode_cursor(last.created_at, last.id)
-    return DevicePage(items=items, next_cursor=next_cursor)
+    shown, next_cursor = page_of(devices, limit, lambda d: (d.created_at, d.id))
+    return DevicePage(
+        items=[DeviceRead.model_validate(device) for device in shown], next_cursor=next_cursor
+    )
 
 
 async def create_model(
@@ -406,31 +404,6 @@ async def get_model(
     return _read_model(profile)
 
 
-def _read(device: Device) -> DeviceRead:
-    return DeviceRead(
-        id=device.id,
-        serial_number=device.serial_number,
-        model=device.model,
-        manufacturer=device.manufacturer,
-        patient_id=device.patient_id,
-        created_at=device.created_at,
-        last_seen_at=device.last_seen_at,
-        model_id=device.model_id,
-        udi=device.udi,
-        hardware_revision=device.hardware_revision,
-        firmware_version=device.firmware_version,
-        ward_id=device.ward_id,
-        location=device.location,
-        status=device.status,
-        status_changed_at=device.status_changed_at,
-        battery_percent=device.battery_percent,
-        signal_strength_dbm=device.signal_strength_dbm,
-        uptime_seconds=device.uptime_seconds,
-        last_heartbeat_at=device.last_heartbeat_at,
-        decommissioned_at=device.decommissioned_at,
-    )
-
-
 def _read_model(profile: DeviceModel) -> DeviceModelRead:
     return DeviceModelRead(
         id=profile.id,
@@ -440,15 +413,6 @@ def _read_model(profile: DeviceModel) -> DeviceModelRead:
         reporting_interval_seconds=profile.reporting_interval_seconds,
         signing_public_key=profile.signing_public_key,
         created_at=profile.created_at,
-    )
-
-
-def _read_assignment(assignment: DeviceAssignment) -> AssignmentRead:
-    return AssignmentRead(
-        id=assignment.id,
-        patient_id=assignment.patient_id,
-        started_at=assignment.started_at,
-        ended_at=assignment.ended_at,
     )
 
 

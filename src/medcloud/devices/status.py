@@ -21,7 +21,7 @@ from medcloud.platform.clock import Clock
 from medcloud.platform.directory import CareDirectory
 from medcloud.platform.errors import NotFound
 from medcloud.platform.metrics import Metrics
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import authorize_device_write
 from medcloud.platform.security import Principal, UserPrincipal
 from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
@@ -186,12 +186,10 @@ async def list_device_alerts(
         limit=limit + 1,
         after=after,
     )
-    items = [_read_alert(alert) for alert in alerts[:limit]]
-    next_cursor = None
-    if len(alerts) > limit:
-        last = alerts[limit - 1]
-        next_cursor = encode_cursor(last.raised_at, last.id)
-    return DeviceAlertPage(items=items, next_cursor=next_cursor)
+    shown, next_cursor = page_of(alerts, limit, lambda a: (a.raised_at, a.id))
+    return DeviceAlertPage(
+        items=[DeviceAlertRead.model_validate(alert) for alert in shown], next_cursor=next_cursor
+    )
 
 
 async def mark_silent_devices(*, uow: UnitOfWork, settings: Settings) -> int:
@@ -281,16 +279,3 @@ async def refresh_active_devices(
         metrics.active_devices.set(count)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_seconds)
-
-
-def _read_alert(alert: DeviceAlert) -> DeviceAlertRead:
-    return DeviceAlertRead(
-        id=alert.id,
-        device_id=alert.device_id,
-        patient_id=alert.patient_id,
-        kind=alert.kind,
-        severity=alert.severity,
-        message=alert.message,
-        raised_at=alert.raised_at,
-        resolved_at=alert.resolved_at,
-    )

@@ -58,7 +58,7 @@ async def create_patient(
         uow.session.add(patient)
         uow.publish(_patient_audit(uow, principal, "patient.create", patient))
         await uow.commit()
-    return _patient_read(patient)
+    return PatientRead.model_validate(patient)
 
 
 async def get_patient(
@@ -69,7 +69,7 @@ async def get_patient(
         patient = await _patient_in_scope(uow, care, principal, patient_id)
         uow.publish(_patient_audit(uow, principal, "patient.read", patient))
         await uow.commit()
-    return _patient_read(patient)
+    return PatientRead.model_validate(patient)
 
 
 async def list_patients(
@@ -102,7 +102,9 @@ async def list_patients(
         )
         await uow.commit()
     shown, next_cursor = page_of(patients, limit, lambda p: (p.created_at, p.id))
-    return PatientPage(items=[_patient_read(p) for p in shown], next_cursor=next_cursor)
+    return PatientPage(
+        items=[PatientRead.model_validate(p) for p in shown], next_cursor=next_cursor
+    )
 
 
 async def update_patient(
@@ -121,7 +123,7 @@ async def update_patient(
         patient.ward_id = cmd.ward_id
         uow.publish(_patient_audit(uow, principal, "patient.update", patient))
         await uow.commit()
-    return _patient_read(patient)
+    return PatientRead.model_validate(patient)
 
 
 async def break_glass(
@@ -192,17 +194,4 @@ def _patient_audit(
         object_type="patient",
         object_id=patient.id,
         patient_id=patient.id,
-    )
-
-
-def _patient_read(patient: Patient) -> PatientRead:
-    return PatientRead(
-        id=patient.id,
-        identifier_system=patient.identifier_system,
-        identifier_value=patient.identifier_value,
-        family_name=patient.family_name,
-        given_name=patient.given_name,
-        birth_date=patient.birth_date,
-        ward_id=patient.ward_id,
-        created_at=patient.created_at,
     )

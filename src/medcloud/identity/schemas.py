@@ -129,6 +129,8 @@ class PatientUpdate(Strict):
 class PatientRead(BaseModel):
     """A patient as their care team sees them."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     identifier_system: str
     identifier_value: str

@@ -26,7 +26,7 @@ from medcloud.platform.audit import audit_record
 from medcloud.platform.catalogue import CATALOGUE
 from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
 from medcloud.platform.errors import FieldError, Invalid, NotFound
-from medcloud.platform.paging import decode_cursor, encode_cursor
+from medcloud.platform.paging import decode_numbered_cursor, page_of
 from medcloud.platform.policy import (
     Action,
     allowed,
@@ -68,15 +68,7 @@ async def list_readings(
     moved between patients keeps each reading with the patient it was taken from.
     """
     patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
-    after = None
-    if cursor:
-        timestamp, key = decode_cursor(cursor)
-        if not key.isdigit():
-            raise Invalid(
-                "the cursor is not one this server issued",
-                errors=[FieldError("query.cursor", "unknown cursor")],
-            )
-        after = (timestamp, int(key))
+    after = decode_numbered_cursor(cursor) if cursor else None
     async with uow:
         rows = await repository.page(
             uow.session,
@@ -99,20 +91,8 @@ async def list_readings(
             )
         )
         await uow.commit()
-    items = [
-        ReadingRead(
-            type=r.type,
-            value=r.value,
-            unit=r.unit,
-            timestamp=r.timestamp,
-            clock_drift=r.clock_drift,
-        )
-        for r in rows[:limit]
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.timestamp, last.id)
+    shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.id))
+    items = [ReadingRead.model_validate(r) for r in shown]
     return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
 
 
@@ -236,15 +216,7 @@ async def list_quarantine(
     if principal.role in (Role.CLINICIAN, Role.NURSE):
         scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
         visible = None if scope.whole_organisation else scope.patient_ids
-    before_id = None
-    if cursor:
-        _, key = decode_cursor(cursor)
-        if not key.isdigit():
-            raise Invalid(
-                "the cursor is not one this server issued",
-                errors=[FieldError("query.cursor", "unknown cursor")],
-            )
-        before_id = int(key)
+    before_id = decode_numbered_cursor(cursor)[1] if cursor else None
     show_payload = allowed(principal, Action.READINGS_READ)
     async with uow:
         rows = await repository.quarantined(
@@ -267,6 +239,7 @@ async def list_quarantine(
                 )
             )
         await uow.commit()
+    shown, next_cursor = page_of(rows, limit, lambda r: (r.received_at, r.id))
     items = [
         QuarantinedReadingRead(
             id=r.id,
@@ -277,10 +250,6 @@ async def list_quarantine(
             reason=r.reason,
             payload=r.payload if show_payload else None,
         )
-        for r in rows[:limit]
+        for r in shown
     ]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.received_at, last.id)
     return QuarantinePage(items=items, next_cursor=next_cursor)

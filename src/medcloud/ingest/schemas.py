@@ -141,6 +141,8 @@ class IngestResult(BaseModel):
 class ReadingRead(BaseModel):
     """One stored measurement; `clock_drift` flags a timestamp far behind its receipt."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     type: str
     value: float
     unit: str

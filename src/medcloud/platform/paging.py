@@ -26,16 +26,18 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         timestamp, key = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         parsed = dt.datetime.fromisoformat(timestamp)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(
-            "the cursor is not one this server issued",
-            errors=[FieldError("query.cursor", "unknown cursor")],
-        ) from exc
+        raise _unknown_cursor() from exc
     if parsed.tzinfo is None:
-        raise Invalid(
-            "the cursor is not one this server issued",
-            errors=[FieldError("query.cursor", "unknown cursor")],
-        )
+        raise _unknown_cursor()
     return parsed, key
+
+
+def decode_numbered_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """Return (timestamp, row number) of a cursor whose tie-breaker is a number; 422 otherwise."""
+    timestamp, key = decode_cursor(cursor)
+    if not key.isdigit():
+        raise _unknown_cursor()
+    return timestamp, int(key)
 
 
 def before(
@@ -55,3 +57,10 @@ def page_of(
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], encode_cursor(*key(rows[limit - 1]))
+
+
+def _unknown_cursor() -> Invalid:
+    return Invalid(
+        "the cursor is not one this server issued",
+        errors=[FieldError("query.cursor", "unknown cursor")],
+    )

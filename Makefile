@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo serve test lint format unit integration services-test clean
+.PHONY: setup demo serve test tools lint format unit integration services-test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "medcloud needs Python 3.11, 3.12 or 3.13 and found none:" \
@@ -39,7 +39,15 @@ format: $(STAMP)
 # an eventual condition, so a third worker fills the cores the other two leave idle.
 TEST_WORKERS ?= 3
 
-test: lint ## lint, then the whole test suite (add MEDCLOUD_TEST_SERVICES=1 for the real services)
+# The README's tour, which the suite runs, calls curl and jq.
+TOOLS := curl jq
+tools:
+	@missing="$$(for t in $(TOOLS); do command -v $$t >/dev/null || echo $$t; done)"; \
+	if [ -n "$$missing" ]; then \
+	  { apt-get update -qq && apt-get install -y -qq $$missing; } || \
+	  { echo "the tests need" $$missing "on the PATH: install them"; exit 1; }; fi
+
+test: lint tools ## lint, then the whole test suite (add MEDCLOUD_TEST_SERVICES=1 for the real services)
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 clean:

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -241,18 +242,41 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8000,
     devices: Annotated[int, typer.Option(min=1, help="Simulated monitors.")] = 3,
     seconds: Annotated[float, typer.Option(help="Stop after this long; 0 runs until Ctrl-C.")] = 0,
-    var_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
-        "var/demo"
-    ),
+    var_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the demo keeps its data; by default where every medcloud command looks "
+            "(MEDCLOUD_VAR_DIR, else ./var)."
+        ),
+    ] = None,
     mailbox_port: Annotated[
         int, typer.Option(help="Port of the demo's local SMTP mailbox, which alarms are mailed to.")
     ] = 2525,
 ) -> None:
     """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
+    from medcloud.config import Settings
     from medcloud.demo import run_demo
 
+    var_dir = var_dir or Settings().var_dir
+    marker = var_dir / DEMO_MARKER
+    if var_dir.exists() and any(var_dir.iterdir()) and not marker.exists():
+        # The demo starts afresh each time; it never deletes data it did not write.
+        console.print(
+            f"[red]{var_dir} holds data the demo did not write[/] (a `medcloud serve` "
+            "database?); move it away or give the demo another place with --var-dir."
+        )
+        raise typer.Exit(1)
+    for port_number in (port, mailbox_port):
+        if not _port_free(port_number):
+            console.print(
+                f"[red]port {port_number} is in use[/]; choose another with --port "
+                "or --mailbox-port."
+            )
+            raise typer.Exit(1)
     if var_dir.exists():
         shutil.rmtree(var_dir)
+    var_dir.mkdir(parents=True)
+    marker.write_text("written by `medcloud demo`, which empties this directory when it starts\n")
     password = secrets.token_urlsafe(12)
     os.environ.setdefault("MEDCLOUD_LOG_LEVEL", "WARNING")
     started = time.monotonic()
@@ -268,6 +292,18 @@ def demo(
             mailbox_port=mailbox_port,
         )
     )
+
+
+DEMO_MARKER = ".medcloud-demo"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 bench_app = typer.Typer(

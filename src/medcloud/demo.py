@@ -88,9 +88,15 @@ async def run_demo(
     out.print(f"  admin:    {admin_email}")
     out.print(f"  password: {admin_password}")
     out.print(f"  API docs: {base}/docs   metrics: {base}/metrics   readiness: {base}/ready")
+    # soft_wrap: a command is copied whole, so it must not be broken over lines.
     out.print(
         "  try:      curl -s -X POST "
-        f"{base}/api/v1/auth/token -d username={admin_email} -d password={admin_password}"
+        f"{base}/api/v1/auth/token -d username={admin_email} -d password={admin_password}",
+        soft_wrap=True,
+    )
+    out.print(
+        f"  tour:     MEDCLOUD={base} PASSWORD={admin_password} bash docs/tour.sh",
+        soft_wrap=True,
     )
     maildir = var_dir / "mailbox"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,8 +155,6 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
             "20",
             "--port",
             str(port),
-            "--var-dir",
-            str(tmp_path / "demo"),
             "--mailbox-port",
             str(free_port()),
         ],
@@ -163,7 +162,7 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
         text=True,
         timeout=90,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp_path)},
+        env=DEMO_ENV | {"HOME": str(tmp_path)},
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -171,6 +170,55 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
     assert "password:" in out
     assert "latest readings" in out
     assert "ALARM high heart_rate_" in out
+    # Every other command finds what the demo wrote: ./var, as for `medcloud serve`.
+    verified = subprocess.run(
+        [sys.executable, "-m", "medcloud.cli", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=DEMO_ENV | {"HOME": str(tmp_path)},
+        cwd=tmp_path,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit chain intact" in verified.stdout + verified.stderr
+    assert sorted(p.name for p in tmp_path.glob("**/medcloud.db")) == ["medcloud.db"]
+
+
+DEMO_ENV = {"PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+
+
+def run_demo_briefly(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medcloud.cli", "demo", "--seconds", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=DEMO_ENV | {"HOME": str(tmp_path)},
+        cwd=tmp_path,
+    )
+
+
+def test_the_demo_never_empties_a_directory_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "medcloud.db").write_bytes(b"a served database")
+    result = run_demo_briefly(tmp_path, "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "holds data the demo did not write" in result.stdout + result.stderr
+    assert (tmp_path / "var" / "medcloud.db").read_bytes() == b"a served database"
+
+
+def test_the_demo_names_a_port_in_use_instead_of_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_demo_briefly(tmp_path, "--port", str(port))
+    out = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"port {port} is in use" in out
+    assert "Traceback" not in out
 
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:

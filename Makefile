@@ -26,10 +26,11 @@ demo: $(STAMP) ## start the embedded demo: server, demo admin, simulated monitor
 serve: $(STAMP) ## start the embedded server on :8000
 	$(BIN)/medcloud serve
 
-lint: $(STAMP) ## ruff, ruff format --check, mypy --strict
+lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, duplicate code (pylint R0801)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy src tests bench
+	$(BIN)/pylint src/medcloud
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, and_, exists, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from medcloud.audit.chain import Entry, Record, Seal
+from medcloud.audit.chain import RECORD_FIELDS, Entry, Record, Seal
 from medcloud.audit.models import AuditCheckpoint, AuditEntry, AuditHead
 
 # An arbitrary constant naming the lock that serialises appends to the chain on PostgreSQL.
@@ -194,22 +194,7 @@ async def page(
 
 def to_entry(row: Row[Any]) -> Entry:
     """Return the chain's view of a stored entry."""
-    record = Record(
-        event_id=row.event_id,
-        organisation_id=row.organisation_id,
-        occurred_at=row.occurred_at,
-        recorded_at=row.recorded_at,
-        actor_type=row.actor_type,
-        actor_id=row.actor_id,
-        action=row.action,
-        object_type=row.object_type,
-        object_id=row.object_id,
-        patient_id=row.patient_id,
-        outcome=row.outcome,
-        source_ip=row.source_ip,
-        request_id=row.request_id,
-        detail=row.detail,
-    )
+    record = Record(**{name: getattr(row, name) for name in RECORD_FIELDS})
     return Entry(position=row.position, record=record, prev_hash=row.prev_hash, hash=row.hash)
 
 

@@ -43,7 +43,13 @@ class AuditQuery(BaseModel):
 
 
 class AuditEntryRead(BaseModel):
-    """An audit entry with its place in the chain."""
+    """An audit entry with its place in the chain.
+
+    It repeats the fields of `chain.Record` on purpose: this is the API's contract, that is what
+    a hash covers, and neither should change because the other does.
+    """
+
+    # pylint: disable=duplicate-code
 
     position: int
     event_id: str

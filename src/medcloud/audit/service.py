@@ -309,22 +309,4 @@ def _filter(principal: UserPrincipal, query: AuditQuery) -> EntryFilter:
 
 
 def _read(row: Row[Any]) -> AuditEntryRead:
-    return AuditEntryRead(
-        position=row.position,
-        event_id=row.event_id,
-        organisation_id=row.organisation_id,
-        occurred_at=row.occurred_at,
-        recorded_at=row.recorded_at,
-        actor_type=row.actor_type,
-        actor_id=row.actor_id,
-        action=row.action,
-        object_type=row.object_type,
-        object_id=row.object_id,
-        patient_id=row.patient_id,
-        outcome=row.outcome,
-        source_ip=row.source_ip,
-        request_id=row.request_id,
-        detail=_detail(row.detail),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+    return AuditEntryRead.model_validate({**row._mapping, "detail": _detail(row.detail)})

@@ -11,7 +11,7 @@ SRC = Path(medcloud.__file__).parent
 CONTEXTS = sorted(
     p.name
     for p in SRC.iterdir()
-    if p.is_dir() and (p / "__init__.py").exists() and p.name != "platform"
+    if p.is_dir() and (p / "__init__.py").exists() and p.name not in ("platform", "functions")
 )
 # What one context may import from another: the events it publishes, and the published interface
 # of the devices context (wired in by the composition root).
@@ -62,6 +62,16 @@ def test_the_platform_kernel_imports_no_context() -> None:
         if name.split(".")[:2][-1] in CONTEXTS and name.startswith("medcloud.")
     ]
     assert offences == []
+
+
+def test_no_context_or_the_kernel_imports_the_functions() -> None:
+    importers = [
+        path.relative_to(SRC)
+        for path in SRC.rglob("*.py")
+        if "functions" not in path.relative_to(SRC).parts
+        and any(name.startswith("medcloud.functions") for name in imports_of(path))
+    ]
+    assert importers == []
 
 
 def test_every_context_has_the_same_file_names() -> None:

@@ -98,10 +98,6 @@ class NotAnUpload(ValueError):
     """An event record this function does not handle; the message says why."""
 
 
-class UploadsFailed(Exception):
-    """Some objects of the event could not be processed and should be retried."""
-
-
 def file_format(name: str) -> tuple[str, str | None] | None:
     """Return the content type and encoding a file name stands for, or None if unsupported."""
     lowered = name.lower()
@@ -395,44 +391,6 @@ def summarise(outcomes: Sequence[UploadOutcome]) -> dict[str, Any]:
         **{outcome.value: counts[outcome] for outcome in Outcome},
         "results": [asdict(outcome) for outcome in outcomes],
     }
-
-
-async def handle_event(event: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """Build a runtime for `settings`, process the event's objects, close what was opened.
-
-    Events committed here leave through the outbox relay of the running workers, as those of
-    any other process do; a bus is not even connected.
-    """
-    # An entrypoint builds its own runtime, like the CLI; imported here, when it runs.
-    from medcloud.bootstrap import bootstrap
-
-    runtime = bootstrap(settings)
-    try:
-        outcomes = await process_event(
-            event,
-            objects=runtime.objects,
-            uow_factory=runtime.uow,
-            devices=runtime.devices,
-            settings=settings,
-            metrics=runtime.metrics,
-            clock=runtime.clock,
-        )
-    finally:
-        await runtime.cache.close()
-        await runtime.database.dispose()
-    return summarise(outcomes)
-
-
-def handler(event: Mapping[str, Any], _context: Any) -> dict[str, Any]:
-    """Process an S3 ObjectCreated event, with settings from the environment (AWS Lambda).
-
-    Raises UploadsFailed when an object met a fault that may pass, after trying every object,
-    so that Lambda retries the event; objects already dealt with are then found missing.
-    """
-    summary = asyncio.run(handle_event(event, Settings()))
-    if summary[Outcome.FAILED.value]:
-        raise UploadsFailed(f"{summary[Outcome.FAILED.value]} of {summary['records']} failed")
-    return summary
 
 
 async def watch_uploads(

@@ -19,15 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from medcloud.config import Settings
+from medcloud.functions.uploads import UploadsFailed, handler
 from medcloud.ingest.models import Reading
-from medcloud.ingest.uploads import (
-    Outcome,
-    UploadOutcome,
-    UploadsFailed,
-    handler,
-    object_created_event,
-    process_upload,
-)
+from medcloud.ingest.uploads import Outcome, UploadOutcome, object_created_event, process_upload
 from medcloud.platform.objects import ObjectStore
 from medcloud.platform.runtime import Runtime
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD

@@ -17,10 +17,6 @@ from medcloud.platform.errors import DomainError, install_error_handlers
 from medcloud.platform.middleware import EdgeMiddleware
 from medcloud.platform.runtime import Runtime
 
-# Firmware images are the one body larger than the edge's limit; the devices context streams
-# them to object storage under its own limit.
-FIRMWARE_CONTENT = r"/api/v1/device-models/[^/]+/firmware/[^/]+/content"
-
 
 def create_app(
     settings: Settings | None = None,
@@ -63,7 +59,7 @@ def create_app(
         metrics=runtime.metrics,
         version=f"{settings.service_name}/{__version__}",
         max_body_bytes=settings.max_body_bytes,
-        large_bodies=[(FIRMWARE_CONTENT, settings.devices.firmware_max_bytes)],
+        large_bodies=[body for context in selected for body in context.large_bodies(settings)],
     )
     return app
 

@@ -324,6 +324,11 @@ async def list_firmware(model_id: str, session: QueryDep, principal: Manager) ->
     return await images.list_images(session=session, principal=principal, model_id=model_id)
 
 
+# Firmware images are the one body larger than the edge's limit; this route streams them to
+# object storage under a limit of its own (`large_bodies` in the context declares it).
+FIRMWARE_CONTENT = r"/api/v1/device-models/[^/]+/firmware/[^/]+/content"
+
+
 @models.put(
     "/{model_id}/firmware/{version}/content",
     response_model=FirmwareRead,

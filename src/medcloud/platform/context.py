@@ -8,9 +8,14 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
+from medcloud.config import Settings
 from medcloud.platform.bus import Subscription
 
 Hook = Callable[..., Awaitable[None]]
+
+
+def no_large_bodies(_settings: Settings) -> Sequence[tuple[str, int]]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -29,3 +34,5 @@ class Context:
     """Run once when a server or worker starts (after migrations)."""
     background: Sequence[Hook] = field(default_factory=tuple)
     """Long-running loops started with the workers and cancelled at shutdown."""
+    large_bodies: Callable[[Settings], Sequence[tuple[str, int]]] = no_large_bodies
+    """(path pattern, limit in bytes) of the routes whose bodies may exceed the edge's limit."""

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from medcloud.app import FIRMWARE_CONTENT
+from medcloud.devices.api import FIRMWARE_CONTENT
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.middleware import EdgeMiddleware
 

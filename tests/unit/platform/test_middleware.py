@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from medcloud.app import create_app
+from medcloud.config import Settings
 from medcloud.devices.api import FIRMWARE_CONTENT
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.middleware import EdgeMiddleware
@@ -43,3 +49,15 @@ async def test_bodies_over_the_limit_are_refused_except_where_a_route_allows_mor
         assert too_big.status_code == 413
         lookalike = await http.put("/api/v1/device-models/m/firmware/1.2.0/content/x", content=body)
         assert lookalike.status_code == 413
+
+
+def test_the_app_takes_its_large_bodies_from_the_contexts_it_mounts(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path)
+
+    def large_bodies(contexts: list[str]) -> list[tuple[str, int]]:
+        app = create_app(settings, contexts, workers=False)
+        (edge,) = [m for m in app.user_middleware if cast(object, m.cls) is EdgeMiddleware]
+        return list(cast(Sequence[tuple[str, int]], edge.kwargs["large_bodies"]))
+
+    assert large_bodies(["devices"]) == [(FIRMWARE_CONTENT, settings.devices.firmware_max_bytes)]
+    assert large_bodies(["ingest"]) == []

@@ -62,6 +62,7 @@ from bench.deployment import (
     process,
     wait_ready,
 )
+from bench.figures import percentile_ms
 
 HEART_RATE_RULES = ("heart_rate_high", "heart_rate_low")
 NORMAL = {"spo2": 97.0, "respiratory_rate": 16.0, "temperature": 36.9}
@@ -287,14 +288,6 @@ async def listen(amqp: str, exchange: str) -> AsyncIterator[list[tuple[float, di
         yield arrivals
     finally:
         await connection.close()
-
-
-def percentile_ms(values: Sequence[float], share: float) -> float | None:
-    """The value below which `share` of the samples fall, in milliseconds."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1)
 
 
 def match(

@@ -46,13 +46,7 @@ from bench.deployment import (
     stored_rows,
     wait_ready,
 )
-
-
-def percentile(ordered: Sequence[float], share: float) -> float | None:
-    """The value below which `share` of the sorted samples fall, in milliseconds."""
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1)
+from bench.figures import report
 
 
 async def drive_http(
@@ -73,42 +67,6 @@ async def drive_http(
         )
     )
     return tally
-
-
-def report(
-    args: argparse.Namespace,
-    *,
-    elapsed: float,
-    accepted: int,
-    stored: int,
-    latencies: list[float],
-    extra: dict[str, Any],
-    usage: Usage,
-    baseline: tuple[int, float],
-) -> dict[str, Any]:
-    """The JSON a run prints."""
-    latencies.sort()
-    copied, copy_per_s = baseline
-    stored_per_s = stored / elapsed
-    return {
-        "benchmark": "ingest",
-        "transport": args.transport,
-        "devices": args.devices,
-        "seconds": round(elapsed, 1),
-        "readings_accepted": accepted,
-        "readings_stored": stored,
-        "readings_per_s_accepted": round(accepted / elapsed),
-        "readings_per_s_stored": round(stored_per_s),
-        **extra,
-        "latency_p50_ms": percentile(latencies, 0.50),
-        "latency_p99_ms": percentile(latencies, 0.99),
-        "server_cpu_seconds": round(usage.cpu_seconds, 1),
-        "server_cpu_cores": round(usage.cpu_seconds / elapsed, 2),
-        "server_peak_rss_mb": round(usage.peak_rss_mb, 1),
-        "copy_baseline_rows": copied,
-        "copy_baseline_rows_per_s": round(copy_per_s),
-        "share_of_copy": round(stored_per_s / copy_per_s, 2) if copy_per_s else None,
-    }
 
 
 async def measure_http(

@@ -34,6 +34,7 @@ from bench.deployment import (
     stored_rows,
     wait_ready,
 )
+from bench.figures import report
 from bench.http_load import MEASUREMENTS
 from bench.mqtt_fleet import Fleet, instant_body
 
@@ -57,8 +58,6 @@ async def measure(
     args: argparse.Namespace, base: str, dsn: str, port: int, pids: Sequence[int]
 ) -> dict[str, Any]:
     """Register the fleet, drive it over MQTT, count what is stored, take the COPY baseline."""
-    from bench.ingest import report
-
     identities = await register_fleet(base, args.devices, admin=args.admin)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     probe = orjson.dumps({"timestamp": start - dt.timedelta(hours=1), "measurements": MEASUREMENTS})

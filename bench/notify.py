@@ -41,10 +41,10 @@ from bench.alarms import (
     add_service_options,
     deployment,
     list_alarms,
-    percentile_ms,
     register_monitors,
 )
 from bench.deployment import ADMIN, Usage
+from bench.figures import percentile_ms
 from medcloud.notifications.mailbox import LocalMailbox
 
 ON_CALL_EMAIL = "on-call@bench.example"

@@ -40,6 +40,7 @@ from medcloud.platform.mqtt import (
     ACK_FILTER,
     TELEMETRY_FILTER,
     BrokerAddress,
+    Paho,
     ack_topic,
     device_of,
     properties,
@@ -134,6 +135,7 @@ class _Link:
     """One connection to the broker; acknowledgements are sent only on the one that delivered."""
 
     client: aiomqtt.Client
+    paho: Paho
     open: bool = True
 
 
@@ -216,11 +218,10 @@ class Subscriber:
             # (20 by default) while the PUBACK that follows each went out ahead of it.
             max_inflight_messages=0,
         )
-        # aiomqtt 2.5 has no switch for manual acknowledgement yet (empicano/aiomqtt#345); paho's
-        # is set before connecting, so no message of a resumed session is acknowledged early.
-        client._client.manual_ack_set(True)
+        paho = Paho(client)
+        paho.acknowledge_manually()
         async with client:
-            link = _Link(client)
+            link = _Link(client, paho)
             try:
                 await client.subscribe(shared_telemetry(mqtt.share_group), qos=1)
                 self._metrics.mqtt_connected.set(1)
@@ -362,15 +363,11 @@ class Subscriber:
         if correlation is not None:  # built only when needed: properties cost per message
             answer = properties("PUBLISH")
             answer.CorrelationData = correlation
-        # paho directly: aiomqtt's publish awaits each broker PUBACK and scans every pending
-        # call per publish, which costs more than the message at thousands in flight.
-        link.client._client.publish(
-            ack_topic(device_id), orjson.dumps(body), qos=1, properties=answer
-        )
+        link.paho.publish(ack_topic(device_id), orjson.dumps(body), qos=1, properties=answer)
 
     def _acknowledge(self, link: _Link, message: aiomqtt.Message) -> None:
         if link.open:
-            link.client._client.ack(message.mid, message.qos)
+            link.paho.acknowledge(message)
 
 
 class _Dropped(Exception):

@@ -4,6 +4,11 @@ Devices publish readings on `devices/{device_id}/telemetry` and receive the plat
 acknowledgements on `devices/{device_id}/ack`; the ingest workers take telemetry through a
 shared subscription. The ingest subscriber and the devices context's credential provisioning
 both need this, so it lives in the kernel. Building a client does no I/O.
+
+This module is also the fence around aiomqtt's and paho's internals: manual acknowledgement,
+unawaited publishing and shared property tables have no public API yet, so every reach past
+one is here (`Paho`, `share_property_tables`), for the versions pyproject.toml bounds, and
+tests/unit/platform/test_mqtt.py fails loudly when an upgrade moves what they reach for.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     import aiomqtt
+    import paho.mqtt.client as paho
     from paho.mqtt.properties import Properties
 
 TELEMETRY_FILTER = "devices/+/telemetry"
@@ -96,6 +102,41 @@ class BrokerAddress:
             tls_context=ssl.create_default_context() if self.tls else None,
             **options,
         )
+
+
+class Paho:
+    """The paho client inside an aiomqtt one, for what aiomqtt cannot do yet.
+
+    aiomqtt 2.5 has no manual acknowledgement (empicano/aiomqtt#345), and its publish awaits each
+    broker PUBACK while scanning every pending call, which costs more than the message at
+    thousands in flight.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        import paho.mqtt.client as paho
+
+        inner = getattr(client, "_client", None)
+        if not isinstance(inner, paho.Client):
+            raise RuntimeError(
+                "aiomqtt no longer keeps its paho client as `_client`: "
+                "medcloud.platform.mqtt needs updating for this aiomqtt"
+            )
+        self._paho = inner
+
+    def acknowledge_manually(self) -> None:
+        """Have nothing acknowledged until `acknowledge` (before connecting, so no message of
+        a resumed session is acknowledged early)."""
+        self._paho.manual_ack_set(True)
+
+    def acknowledge(self, message: aiomqtt.Message) -> None:
+        """Send the PUBACK of a message taken with manual acknowledgement."""
+        self._paho.ack(message.mid, message.qos)
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int, properties: Properties | None
+    ) -> paho.MQTTMessageInfo:
+        """Queue a message for the socket without waiting for the broker's PUBACK."""
+        return self._paho.publish(topic, payload, qos=qos, properties=properties)
 
 
 def share_property_tables() -> None:

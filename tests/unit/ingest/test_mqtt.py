@@ -110,14 +110,14 @@ async def test_concurrent_misses_for_one_device_share_a_lookup() -> None:
 
 
 class FakePaho:
-    """Records what the subscriber sends on a connection."""
+    """Records what the subscriber sends on a connection (`Paho`'s interface)."""
 
     def __init__(self) -> None:
         self.acked: list[int] = []
         self.published: list[str] = []
 
-    def ack(self, mid: int, qos: int) -> None:  # noqa: ARG002
-        self.acked.append(mid)
+    def acknowledge(self, message: aiomqtt.Message) -> None:
+        self.acked.append(message.mid)
 
     def publish(self, topic: str, *args: object, **kwargs: object) -> None:  # noqa: ARG002
         self.published.append(topic)
@@ -141,7 +141,7 @@ async def test_a_message_of_an_unknown_or_decommissioned_device_is_counted_and_a
         services={},
     )
     paho = FakePaho()
-    link = _Link(SimpleNamespace(_client=paho))  # type: ignore[arg-type]
+    link = _Link(SimpleNamespace(), paho)  # type: ignore[arg-type]
     for mid, device_id in enumerate(("retired", "ghost"), start=1):
         message = aiomqtt.Message(f"devices/{device_id}/telemetry", b"{}", 1, False, mid, None)
         await subscriber._take(link, message)

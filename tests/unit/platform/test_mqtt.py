@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from medcloud.platform.dynsec import BrokerUnavailable, _answers, failed, require
 from medcloud.platform.mqtt import (
     BrokerAddress,
+    Paho,
     ack_topic,
     device_of,
     properties,
@@ -77,3 +79,23 @@ def test_properties_sharing_their_tables_still_pack_unpack_and_check_as_paho_doe
         properties("PUBLISH").NoSuchProperty = 1
     with pytest.raises(MQTTException):
         properties("PUBLISH").SessionExpiryInterval = 60  # a CONNECT property
+
+
+async def test_the_paho_client_inside_aiomqtt_is_where_the_fence_expects_it() -> None:
+    """Fails when an aiomqtt or paho upgrade moves what medcloud reaches past their API for."""
+    import inspect
+
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+    client = BrokerAddress.from_url("mqtt://127.0.0.1:1").client(identifier="fence")
+    Paho(client).acknowledge_manually()
+    inner = client._client
+    assert inner._manual_ack is True
+    assert list(inspect.signature(paho.Client.ack).parameters) == ["self", "mid", "qos"]
+    publish = inspect.signature(paho.Client.publish).parameters
+    assert {"topic", "payload", "qos", "properties"} <= set(publish)
+    message = aiomqtt.Message("devices/d/telemetry", b"{}", 1, False, 7, None)
+    assert (message.mid, message.qos) == (7, 1)
+    with pytest.raises(RuntimeError, match="aiomqtt no longer keeps"):
+        Paho(SimpleNamespace())  # type: ignore[arg-type]

@@ -51,9 +51,15 @@ async def serving(settings: Settings) -> AsyncIterator[Api]:
 
 
 async def events(
-    api: Api, token: str, *, count: int, last_event_id: str | None = None
+    api: Api,
+    token: str,
+    *,
+    count: int,
+    last_event_id: str | None = None,
+    opened: asyncio.Event | None = None,
 ) -> list[dict[str, Any]]:
-    """Read `count` events (comments and the opening position skipped) from a new stream."""
+    """Read `count` events (comments and the opening position skipped) from a new stream;
+    set `opened` once the stream has sent its first line, its starting position fixed."""
     headers = bearer(token) | ({"Last-Event-ID": last_event_id} if last_event_id else {})
     found: list[dict[str, Any]] = []
     async with api.http.stream("GET", STREAM, headers=headers) as response:
@@ -61,6 +67,8 @@ async def events(
         assert response.headers["content-type"].startswith("text/event-stream")
         event: dict[str, Any] = {}
         async for line in response.aiter_lines():
+            if opened is not None:
+                opened.set()
             if line.startswith("id: "):
                 event["id"] = line[4:]
             elif line.startswith("event: "):
@@ -88,9 +96,11 @@ async def test_a_nurse_sees_her_wards_alarms_live_and_resumes_after_a_break(
     api = live
     cast = await build_cast(api)
     await roster(api, cast)
-    nina = asyncio.create_task(events(api, cast.tokens["nina_nurse"], count=1))
-    bob = asyncio.create_task(events(api, cast.tokens["bob_other_ward"], count=1))
-    await asyncio.sleep(0.5)  # both streams are open (they start at "now")
+    nina_open, bob_open = asyncio.Event(), asyncio.Event()
+    nina = asyncio.create_task(events(api, cast.tokens["nina_nurse"], count=1, opened=nina_open))
+    bob = asyncio.create_task(events(api, cast.tokens["bob_other_ward"], count=1, opened=bob_open))
+    # A stream starts at "now": send nothing before both are open.
+    await asyncio.wait_for(asyncio.gather(nina_open.wait(), bob_open.wait()), 20)
 
     await api.send(cast.devices["peters_oximeter"], reading(heart_rate=160))
     [peters] = await asyncio.wait_for(nina, 20)

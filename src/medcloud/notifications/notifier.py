@@ -4,6 +4,7 @@ signals that wake its loops and live streams the moment there is work, instead o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -18,7 +19,7 @@ class Notifier:
         self.link_key = link_key
         self._deliveries = asyncio.Event()
         self._escalations = asyncio.Event()
-        self._feed = asyncio.Condition()
+        self._feed = asyncio.Event()
 
     def deliveries_due(self) -> None:
         """Tell the delivery loop that messages were queued (called after their commit)."""
@@ -38,20 +39,16 @@ class Notifier:
 
     def feed_grew(self) -> None:
         """Wake this process's live streams (a stream also polls for other processes' writes)."""
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._notify_feed())
-
-    async def _notify_feed(self) -> None:
-        async with self._feed:
-            self._feed.notify_all()
+        # One event per growth, replaced as it is set: every stream waiting now wakes, and a
+        # stream that waits later waits for the next growth. (A Condition under wait_for could
+        # fail to re-acquire its lock when a timeout and a notify met, ending the stream.)
+        grew, self._feed = self._feed, asyncio.Event()
+        grew.set()
 
     async def wait_feed(self, timeout: float) -> None:
         """Wait until the feed grows in this process or `timeout` passes."""
-        async with self._feed:
-            try:
-                await asyncio.wait_for(self._feed.wait(), timeout)
-            except TimeoutError:
-                pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._feed.wait(), timeout)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -8,7 +8,7 @@ import datetime as dt
 import ipaddress
 import secrets
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from medcloud.config import Settings
@@ -41,6 +41,30 @@ from medcloud.platform.uow import UnitOfWork
 
 MAX_SHIFT = dt.timedelta(hours=48)
 MAX_WINDOW = dt.timedelta(days=31)
+
+
+# The rows an organisation owns outright and may delete by id.
+Owned = TypeVar("Owned", Shift, Policy, Webhook)
+
+
+async def _delete(
+    uow: UnitOfWork,
+    principal: UserPrincipal,
+    model: type[Owned],
+    row_id: str,
+    *,
+    noun: str,
+    object_type: str,
+) -> None:
+    """Delete one of the organisation's rows (404 for another's) and audit it."""
+    async with uow:
+        row = await uow.session.get(model, row_id)
+        if row is None or row.organisation_id != principal.organisation_id:
+            raise NotFound(f"{noun} not found")
+        await uow.session.delete(row)
+        action = f"notifications.{model.__name__.lower()}.delete"
+        _audit(uow, principal, action, object_type, row_id)
+        await uow.commit()
 
 
 def _audit(
@@ -185,13 +209,7 @@ async def list_shifts(
 
 async def delete_shift(*, uow: UnitOfWork, principal: UserPrincipal, shift_id: str) -> None:
     """Take a shift off the roster."""
-    async with uow:
-        row = await uow.session.get(Shift, shift_id)
-        if row is None or row.organisation_id != principal.organisation_id:
-            raise NotFound("shift not found")
-        await uow.session.delete(row)
-        _audit(uow, principal, "notifications.shift.delete", "shift", shift_id)
-        await uow.commit()
+    await _delete(uow, principal, Shift, shift_id, noun="shift", object_type="shift")
 
 
 # Escalation policies
@@ -278,13 +296,9 @@ async def put_policy(
 
 async def delete_policy(*, uow: UnitOfWork, principal: UserPrincipal, policy_id: str) -> None:
     """Drop a policy: its alarms fall back to the organisation's policy or the default."""
-    async with uow:
-        row = await uow.session.get(Policy, policy_id)
-        if row is None or row.organisation_id != principal.organisation_id:
-            raise NotFound("escalation policy not found")
-        await uow.session.delete(row)
-        _audit(uow, principal, "notifications.policy.delete", "escalation_policy", policy_id)
-        await uow.commit()
+    await _delete(
+        uow, principal, Policy, policy_id, noun="escalation policy", object_type="escalation_policy"
+    )
 
 
 # Organisation settings and webhooks
@@ -370,10 +384,4 @@ async def add_webhook(
 
 async def delete_webhook(*, uow: UnitOfWork, principal: UserPrincipal, webhook_id: str) -> None:
     """Remove an endpoint; messages still queued for it are dropped when their turn comes."""
-    async with uow:
-        row = await uow.session.get(Webhook, webhook_id)
-        if row is None or row.organisation_id != principal.organisation_id:
-            raise NotFound("webhook not found")
-        await uow.session.delete(row)
-        _audit(uow, principal, "notifications.webhook.delete", "webhook", webhook_id)
-        await uow.commit()
+    await _delete(uow, principal, Webhook, webhook_id, noun="webhook", object_type="webhook")

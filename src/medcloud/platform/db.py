@@ -86,7 +86,14 @@ class Database:
 def create_database(url: str, *, pool_size: int = 10) -> Database:
     """Build the engines for `url`, tuned for durability: WAL + synchronous=FULL on SQLite."""
     if url.startswith("sqlite"):
-        writer = create_async_engine(url)
+        # One write connection, shared in turn: SQLite has one writer anyway, and waiters queue
+        # in the pool, first come first served, instead of in SQLite's busy handler, which
+        # retries on sleeps of up to 100 ms. With a pool of them, an alarm's hops (reading,
+        # alarm, escalation, email) each queued behind those sleeps: delivery p99 8.4 s at
+        # 100 alarms/s; with one connection 1.5 s (docs/benchmarks.md). A transaction that
+        # opened a second write session inside itself would now wait for the pool's timeout;
+        # none does.
+        writer = create_async_engine(url, pool_size=1, max_overflow=0)
         reader = create_async_engine(url)
         _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
         _configure_sqlite(reader, begin="BEGIN")

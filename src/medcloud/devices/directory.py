@@ -116,10 +116,9 @@ class SqlDeviceDirectory:
             return 0
         try:
             async with self._write_sessions() as session, session.begin():
-                for credential_id, used_at in uses.items():
-                    await repository.mark_credential_used(
-                        session, credential_id, used_at, unless_since=used_at - LAST_USED_RESOLUTION
-                    )
+                await repository.mark_credentials_used(
+                    session, uses, resolution=LAST_USED_RESOLUTION
+                )
         except SQLAlchemyError as exc:
             # Bookkeeping only: it must never turn a valid device away.
             for credential_id, used_at in uses.items():

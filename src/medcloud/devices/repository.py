@@ -100,21 +100,28 @@ async def credentials(
     return (await session.scalars(query)).all()
 
 
-async def mark_credential_used(
-    session: AsyncSession, credential_id: str, used_at: dt.datetime, *, unless_since: dt.datetime
+async def mark_credentials_used(
+    session: AsyncSession, uses: Mapping[str, dt.datetime], *, resolution: dt.timedelta
 ) -> None:
-    """Record a use, unless one at or after `unless_since` is already recorded."""
-    await session.execute(
-        update(DeviceCredential)
+    """Record each credential's use, unless one less than `resolution` older is recorded.
+
+    One statement for all of them, in id order so that concurrent callers lock rows alike.
+    """
+    table = cast(Table, DeviceCredential.__table__)
+    statement = (
+        update(table)
         .where(
-            DeviceCredential.id == credential_id,
-            or_(
-                DeviceCredential.last_used_at.is_(None),
-                DeviceCredential.last_used_at < unless_since,
-            ),
+            table.c.id == bindparam("credential"),
+            or_(table.c.last_used_at.is_(None), table.c.last_used_at < bindparam("unless_since")),
         )
-        .values(last_used_at=used_at)
+        .values(last_used_at=bindparam("used_at"))
     )
+    params = [
+        {"credential": key, "used_at": uses[key], "unless_since": uses[key] - resolution}
+        for key in sorted(uses)
+    ]
+    if params:
+        await session.execute(statement, params)
 
 
 async def serial_taken(session: AsyncSession, organisation_id: str, serial_number: str) -> bool:
@@ -318,6 +325,20 @@ async def open_alert(session: AsyncSession, device_id: str, kind: str) -> Device
             DeviceAlert.resolved_at.is_(None),
         )
     )
+
+
+async def open_alerts(
+    session: AsyncSession, device_ids: Collection[str], kind: str
+) -> dict[str, DeviceAlert]:
+    """Return the unresolved alert of this kind of each device that has one."""
+    rows = await session.scalars(
+        select(DeviceAlert).where(
+            DeviceAlert.device_id.in_(sorted(device_ids)),
+            DeviceAlert.kind == kind,
+            DeviceAlert.resolved_at.is_(None),
+        )
+    )
+    return {alert.device_id: alert for alert in rows}
 
 
 async def alerts_page(

@@ -84,8 +84,14 @@ async def record_activity(*, uow: UnitOfWork, seen: Mapping[str, dt.datetime]) -
     """Note when devices were last heard from; silent ones are back online."""
     await repository.touch(uow.session, seen)
     now = uow.clock.now()
-    for device in await repository.not_online(uow.session, seen):
-        await _come_online(uow, device, now)
+    returning = await repository.not_online(uow.session, seen)
+    if not returning:
+        return
+    # A ward's monitors come back together after an outage: one query for all their alerts.
+    alerts = await repository.open_alerts(uow.session, [d.id for d in returning], OFFLINE)
+    for device in returning:
+        set_status(uow, device, "online", now)
+        _resolve(uow, device, alerts.get(device.id), now)
 
 
 async def _come_online(uow: UnitOfWork, device: Device, now: dt.datetime) -> None:
@@ -145,7 +151,10 @@ async def _raise_alert(
 
 async def resolve_alert(uow: UnitOfWork, device: Device, kind: str, now: dt.datetime) -> None:
     """Resolve the device's open alert of this kind, if there is one."""
-    alert = await repository.open_alert(uow.session, device.id, kind)
+    _resolve(uow, device, await repository.open_alert(uow.session, device.id, kind), now)
+
+
+def _resolve(uow: UnitOfWork, device: Device, alert: DeviceAlert | None, now: dt.datetime) -> None:
     if alert is None:
         return
     alert.resolved_at = now
@@ -154,7 +163,7 @@ async def resolve_alert(uow: UnitOfWork, device: Device, kind: str, now: dt.date
             organisation_id=device.organisation_id,
             alert_id=alert.id,
             device_id=device.id,
-            kind=kind,
+            kind=alert.kind,
             resolved_at=now,
             # Whole, so a consumer that sees the resolution before the raise can record both.
             patient_id=alert.patient_id,

@@ -10,7 +10,8 @@ import uuid
 import structlog
 
 from medcloud.config import Settings
-from medcloud.notifications import repository, steps
+from medcloud.notifications import steps
+from medcloud.notifications.batch import Batch
 from medcloud.notifications.events import ChannelDown
 from medcloud.notifications.models import Breaker, Delivery
 from medcloud.platform.uow import UnitOfWork
@@ -36,12 +37,22 @@ def probe(circuit: Breaker, now: dt.datetime, reset_seconds: float) -> bool:
 
 
 async def count_failure(
-    uow: UnitOfWork, row: Delivery, key: str, *, settings: Settings, now: dt.datetime
+    uow: UnitOfWork,
+    row: Delivery,
+    key: str,
+    circuits: dict[str, Breaker],
+    *,
+    settings: Settings,
+    now: dt.datetime,
 ) -> None:
     """Count a failure against the channel's circuit; open it (and raise the alarm) at the
-    threshold, and reopen a half-open circuit whose probe failed."""
+    threshold, and reopen a half-open circuit whose probe failed.
+
+    `circuits` holds the transaction's circuits by key (locked, see `repository.breakers`); a
+    circuit made here joins it, so a later outcome in the same transaction counts on it.
+    """
     config = settings.notifications
-    circuit = await repository.breaker(uow.session, key)
+    circuit = circuits.get(key)
     if circuit is None:
         circuit = Breaker(
             key=key,
@@ -52,6 +63,7 @@ async def count_failure(
             updated_at=now,
         )
         uow.session.add(circuit)
+        circuits[key] = circuit
     circuit.failures += 1
     circuit.reason, circuit.updated_at = row.reason, now
     if circuit.state == "half-open":
@@ -71,13 +83,15 @@ async def count_failure(
         )
     )
     log.error("notification.channel_down", channel=circuit.channel, failures=circuit.failures)
-    await steps.tell_fallback(
-        uow,
-        settings,
-        organisation_id=row.organisation_id,
-        alert_id=None,
-        kind="channel_down",
-        key=f"channel-down:{circuit.alarm_id}",
-        avoid=row.channel,
-        payload={"channel": circuit.channel},
-    )
+    async with Batch(uow.session) as batch:
+        await steps.tell_fallback(
+            batch,
+            settings,
+            now=now,
+            organisation_id=row.organisation_id,
+            alert_id=None,
+            kind="channel_down",
+            key=f"channel-down:{circuit.alarm_id}",
+            avoid=row.channel,
+            payload={"channel": circuit.channel},
+        )

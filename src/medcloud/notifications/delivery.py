@@ -40,6 +40,7 @@ from medcloud.notifications.messages import render
 from medcloud.notifications.models import (
     ESCALATING,
     AlarmEscalation,
+    Breaker,
     Delivery,
     OrganisationSettings,
     Recipient,
@@ -79,6 +80,18 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             status_callback=f"{config.public_url.rstrip('/')}/api/v1/notifications/sms/status",
         )
     return channels
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed delivery and what its message is built from (its alarm, its webhook)."""
+
+    row: Delivery
+    alarm: AlarmEscalation | None
+    hook: Webhook | None
+    breaker_key: str
+    refusal: str | None = None
+    """Set: not sent at all (the circuit is open)."""
 
 
 @dataclass(frozen=True)
@@ -124,20 +137,25 @@ async def deliver_loop(
 
     try:
         while not stop.is_set():
-            if results:
-                batch = list(results)
-                async with uow_factory() as uow:
-                    await record(uow, batch, settings=settings, metrics=metrics)
-                    await uow.commit()
-                del results[: len(batch)]
+            batch = list(results)
             # Sent but not yet recorded counts as in flight: at most `senders` messages are ever
             # unrecorded, so at most that many go out twice if this worker is killed.
-            capacity = config.senders - len(in_flight) - len(results)
+            capacity = config.senders - len(in_flight)
             jobs: list[Job] = []
-            if capacity > 0:
+            if batch or capacity > 0:
+                # One transaction records what was sent and claims what is due next: the loop
+                # keeps the write connection for one short transaction per turn, not two.
                 async with uow_factory() as uow:
-                    jobs = await claim(uow, capacity, settings=settings, link_key=notifier.link_key)
+                    if batch:
+                        await record(uow, batch, settings=settings, metrics=metrics)
+                    claims = await claim(uow, capacity, settings=settings) if capacity > 0 else []
                     await uow.commit()
+                del results[: len(batch)]
+                # Built once the claim has committed: rendering holds no database connection.
+                jobs = [
+                    prepare(c, settings=settings, link_key=notifier.link_key, now=uow.clock.now())
+                    for c in claims
+                ]
             for job in jobs:
                 task = asyncio.create_task(send(job), name=f"deliver-{job.delivery_id}")
                 in_flight.add(task)
@@ -167,8 +185,8 @@ async def _send(channels: dict[str, Channel], job: Job) -> Outcome:
         return Outcome(status="failed", reason=f"channel error: {type(exc).__name__}")
 
 
-async def claim(uow: UnitOfWork, limit: int, *, settings: Settings, link_key: bytes) -> list[Job]:
-    """Claim up to `limit` due deliveries and build their messages."""
+async def claim(uow: UnitOfWork, limit: int, *, settings: Settings) -> list[Claim]:
+    """Claim up to `limit` due deliveries, with what their messages are built from."""
     now = uow.clock.now()
     config = settings.notifications
     rows = await repository.due_deliveries(uow.session, now, limit)
@@ -205,14 +223,19 @@ async def claim(uow: UnitOfWork, limit: int, *, settings: Settings, link_key: by
             refusal = CIRCUIT_OPEN
         row.status, row.claimed_until = "sending", now + dt.timedelta(seconds=config.claim_seconds)
         row.attempts, row.updated_at = row.attempts + 1, now
-        if refusal is not None:
-            jobs.append(Job(row.id, row.channel, key, None, refusal=refusal))
-            continue
-        message = _message(
-            row, alarm, hooks.get(row.target), settings=settings, link_key=link_key, now=now
-        )
-        jobs.append(Job(row.id, row.channel, key, message))
+        jobs.append(Claim(row, alarm, hooks.get(row.target), key, refusal))
     return jobs
+
+
+def prepare(claimed: Claim, *, settings: Settings, link_key: bytes, now: dt.datetime) -> Job:
+    """The job of a claimed delivery: its message, unless it is refused."""
+    row = claimed.row
+    if claimed.refusal is not None:
+        return Job(row.id, row.channel, claimed.breaker_key, None, refusal=claimed.refusal)
+    message = _message(
+        row, claimed.alarm, claimed.hook, settings=settings, link_key=link_key, now=now
+    )
+    return Job(row.id, row.channel, claimed.breaker_key, message)
 
 
 def _message(
@@ -279,24 +302,27 @@ async def record(
 ) -> None:
     """Record what each channel answered: done, retry later, or failed (and fall back)."""
     now = uow.clock.now()
+    rows = await repository.deliveries(uow.session, [r.job.delivery_id for r in results])
+    circuits = await repository.breakers(uow.session, {r.job.breaker_key for r in results})
     for result in results:
-        row = await uow.session.get(Delivery, result.job.delivery_id)
+        row = rows.get(result.job.delivery_id)
         if row is None or row.status != "sending":
             continue  # its claim expired and another worker took it over
         outcome = result.outcome
         row.claimed_until, row.updated_at = None, now
         if outcome.status in ("sent", "delivered"):
-            await _succeeded(uow, row, outcome, result.job, metrics=metrics, now=now)
+            _succeeded(uow, row, outcome, circuits.get(result.job.breaker_key), metrics, now)
         else:
-            await _failed(uow, row, outcome, result.job, settings=settings, metrics=metrics)
+            await _failed(
+                uow, row, outcome, result.job, circuits, settings=settings, metrics=metrics
+            )
 
 
-async def _succeeded(
+def _succeeded(
     uow: UnitOfWork,
     row: Delivery,
     outcome: Outcome,
-    job: Job,
-    *,
+    circuit: Breaker | None,
     metrics: Metrics,
     now: dt.datetime,
 ) -> None:
@@ -324,7 +350,6 @@ async def _succeeded(
             status=outcome.status,
         )
     )
-    circuit = await repository.breaker(uow.session, job.breaker_key)
     if circuit is None or (circuit.failures == 0 and circuit.state == "closed"):
         return
     if circuit.state != "closed" and circuit.alarm_id is not None:
@@ -345,6 +370,7 @@ async def _failed(
     row: Delivery,
     outcome: Outcome,
     job: Job,
+    circuits: dict[str, Breaker],
     *,
     settings: Settings,
     metrics: Metrics,
@@ -353,7 +379,7 @@ async def _failed(
     now = uow.clock.now()
     row.reason = (outcome.reason or "failed")[:500]
     if job.refusal is None:
-        await count_failure(uow, row, job.breaker_key, settings=settings, now=now)
+        await count_failure(uow, row, job.breaker_key, circuits, settings=settings, now=now)
     if outcome.retryable and row.attempts < config.max_attempts:
         delay = retry_delay(
             row.attempts,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from medcloud.analytics.events import (
     AlertAcknowledged,
     AlertRaised,
@@ -19,7 +21,7 @@ from medcloud.platform.uow import UnitOfWork
 
 
 async def start_escalation(
-    event: AlertRaised,
+    events: Sequence[AlertRaised],
     *,
     uow: UnitOfWork,
     settings: Settings,
@@ -27,9 +29,9 @@ async def start_escalation(
     metrics: Metrics,
     notifier: Notifier,
 ) -> None:
-    """Tell the first step's people of a new alarm, and schedule the next steps."""
-    await service.alarm_raised(
-        uow, event, settings=settings, care=care, metrics=metrics, notifier=notifier
+    """Tell the first step's people of new alarms, and schedule the next steps."""
+    await service.alarms_raised(
+        uow, events, settings=settings, care=care, metrics=metrics, notifier=notifier
     )
 
 
@@ -59,7 +61,8 @@ async def silenced(event: AlertSilenced, *, uow: UnitOfWork, notifier: Notifier)
 
 
 SUBSCRIPTIONS = (
-    Subscription(AlertRaised, start_escalation),
+    # Batched: a burst of alarms asks the roster its questions once (see batch.py).
+    Subscription(AlertRaised, start_escalation, batched=True),
     Subscription(AlertAcknowledged, acknowledged),
     Subscription(AlertResolved, resolved),
     Subscription(AlertUpdated, updated),

@@ -9,9 +9,8 @@ import uuid
 from typing import Any
 
 from medcloud.config import Settings
-from medcloud.notifications import repository
+from medcloud.notifications.batch import Batch
 from medcloud.notifications.models import OrganisationSettings, Recipient
-from medcloud.platform.uow import UnitOfWork
 
 
 def reachable(settings: Settings) -> tuple[str, ...]:
@@ -38,9 +37,10 @@ def address_of(contact: Recipient | OrganisationSettings, channel: str) -> str |
 
 
 async def queue_webhooks(
-    uow: UnitOfWork,
+    batch: Batch,
     settings: Settings,
     *,
+    now: dt.datetime,
     event_type: str,
     organisation_id: str,
     alert_id: str,
@@ -48,11 +48,9 @@ async def queue_webhooks(
     suffix: str = "",
 ) -> int:
     """Queue one signed POST of this change to each of the organisation's endpoints."""
-    hooks = await repository.webhooks(uow.session, organisation_id)
-    now = uow.clock.now()
+    hooks = await batch.webhooks(organisation_id)
     body = {"type": event_type, "alert": alert, "link": alarm_link(settings, alert_id)}
-    await repository.add_deliveries(
-        uow.session,
+    batch.queue(
         [
             delivery_row(
                 key=f"{alert_id}:{event_type}{suffix}:webhook:{hook.id}",

@@ -201,12 +201,28 @@ async def deliveries_of(session: AsyncSession, alert_id: str) -> list[Delivery]:
     return list(rows.all())
 
 
-async def breaker(session: AsyncSession, key: str) -> Breaker | None:
-    """A channel's circuit in one organisation, locked (None: it never failed)."""
-    query = select(Breaker).where(Breaker.key == key)
+async def breakers(session: AsyncSession, keys: Iterable[str]) -> dict[str, Breaker]:
+    """The circuits among `keys` that exist (a missing one never failed), locked, by key.
+
+    Locked in key order, so two workers recording outcomes on the same circuits wait for each
+    other rather than deadlock.
+    """
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    query = select(Breaker).where(Breaker.key.in_(wanted)).order_by(Breaker.key)
     if dialect_name(session) == "postgresql":
         query = query.with_for_update()
-    return (await session.scalars(query)).first()
+    return {row.key: row for row in await session.scalars(query)}
+
+
+async def deliveries(session: AsyncSession, ids: Iterable[str]) -> dict[str, Delivery]:
+    """The deliveries with these ids, by id."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(select(Delivery).where(Delivery.id.in_(wanted)))
+    return {row.id: row for row in rows}
 
 
 async def open_breakers(session: AsyncSession, keys: Iterable[str]) -> dict[str, Breaker]:

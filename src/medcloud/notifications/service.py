@@ -8,7 +8,9 @@ queues is committed with the event that caused it, or not at all.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ import structlog
 from medcloud.analytics.events import AlertChanged
 from medcloud.config import Settings
 from medcloud.notifications import repository
+from medcloud.notifications.batch import Batch
 from medcloud.notifications.models import (
     ESCALATING,
     AlarmEscalation,
@@ -73,54 +76,62 @@ def record_feed(uow: UnitOfWork, event: AlertChanged, notifier: Notifier | None)
         uow.after_commit(notifier.feed_grew)
 
 
-async def alarm_raised(
+async def alarms_raised(
     uow: UnitOfWork,
-    event: AlertChanged,
+    events: Sequence[AlertChanged],
     *,
     settings: Settings,
     care: CareDirectory,
     metrics: Metrics,
     notifier: Notifier | None,
 ) -> None:
-    """Start escalating a new alarm: its first step runs at once, in this transaction."""
-    record_feed(uow, event, notifier)
-    await queue_webhooks(
-        uow,
-        settings,
-        event_type="alert.raised",
-        organisation_id=event.organisation_id,
-        alert_id=event.alert_id,
-        alert=_alert_json(event),
-    )
-    if event.rule in OWN_ALARMS:
-        return  # told to the fallback contact already; paging about it could loop
-    if await uow.session.get(AlarmEscalation, event.alert_id) is not None:
-        return
-    chain = await repository.chain_for(
-        uow.session, event.organisation_id, event.ward_id, event.priority
-    )
-    alarm = AlarmEscalation(
-        alert_id=event.alert_id,
-        organisation_id=event.organisation_id,
-        ward_id=event.ward_id,
-        patient_id=event.patient_id,
-        device_id=event.device_id,
-        priority=event.priority,
-        condition=event.rule,
-        source=event.source,
-        raised_at=event.raised_at,
-        steps=[step.as_json() for step in chain.steps],
-        repeat_after_seconds=chain.repeat_after_seconds,
-        step=0,
-        round=0,
-        state=ESCALATING,
-        next_at=event.raised_at,
-    )
-    uow.session.add(alarm)
-    await run_step(uow, alarm, settings=settings, care=care, metrics=metrics)
+    """Start escalating new alarms: each one's first step runs at once, in this transaction."""
+    now = uow.clock.now()
+    next_poll = now + dt.timedelta(seconds=settings.notifications.poll_seconds)
+    soon = False
+    known = await repository.escalations(uow.session, {event.alert_id for event in events})
+    async with Batch(uow.session) as batch:
+        for event in events:
+            record_feed(uow, event, notifier)
+            await queue_webhooks(
+                batch,
+                settings,
+                now=now,
+                event_type="alert.raised",
+                organisation_id=event.organisation_id,
+                alert_id=event.alert_id,
+                alert=_alert_json(event),
+            )
+            if event.rule in OWN_ALARMS or event.alert_id in known:
+                # Own alarms went to the fallback contact already: paging about them could loop.
+                continue
+            chain = await batch.chain(event.organisation_id, event.ward_id, event.priority)
+            alarm = AlarmEscalation(
+                alert_id=event.alert_id,
+                organisation_id=event.organisation_id,
+                ward_id=event.ward_id,
+                patient_id=event.patient_id,
+                device_id=event.device_id,
+                priority=event.priority,
+                condition=event.rule,
+                source=event.source,
+                raised_at=event.raised_at,
+                steps=[step.as_json() for step in chain.steps],
+                repeat_after_seconds=chain.repeat_after_seconds,
+                step=0,
+                round=0,
+                state=ESCALATING,
+                next_at=event.raised_at,
+            )
+            known[event.alert_id] = alarm
+            uow.session.add(alarm)
+            await run_step(uow, batch, alarm, settings=settings, care=care, metrics=metrics)
+            soon = soon or (alarm.next_at is not None and alarm.next_at <= next_poll)
     if notifier is not None:
         uow.after_commit(notifier.deliveries_due)
-        uow.after_commit(notifier.escalations_due)
+        if soon:
+            # Only a step due before the escalation loop's next look needs it awake sooner.
+            uow.after_commit(notifier.escalations_due)
 
 
 async def alarm_stopped(
@@ -132,25 +143,32 @@ async def alarm_stopped(
 ) -> None:
     """An alarm was acknowledged or resolved: stop its escalation, and tell those paged."""
     record_feed(uow, event, notifier)
-    await queue_webhooks(
-        uow,
-        settings,
-        event_type=event.routing_key,
-        organisation_id=event.organisation_id,
-        alert_id=event.alert_id,
-        alert=_alert_json(event),
-    )
     acknowledged = event.routing_key == "alert.acknowledged"
-    await stop(
-        uow,
-        event.alert_id,
-        state="acknowledged" if acknowledged else "resolved",
-        actor_id=event.actor_id,
-    )
-    if acknowledged:
-        await _tell_paged(
-            uow, settings, event.alert_id, actor_id=event.actor_id, priority=event.priority
+    async with Batch(uow.session) as batch:
+        await queue_webhooks(
+            batch,
+            settings,
+            now=uow.clock.now(),
+            event_type=event.routing_key,
+            organisation_id=event.organisation_id,
+            alert_id=event.alert_id,
+            alert=_alert_json(event),
         )
+        await stop(
+            uow,
+            event.alert_id,
+            state="acknowledged" if acknowledged else "resolved",
+            actor_id=event.actor_id,
+        )
+        if acknowledged:
+            await _tell_paged(
+                uow,
+                batch,
+                settings,
+                event.alert_id,
+                actor_id=event.actor_id,
+                priority=event.priority,
+            )
     if notifier is not None:
         uow.after_commit(notifier.deliveries_due)
 
@@ -167,7 +185,13 @@ async def stop(uow: UnitOfWork, alert_id: str, *, state: str, actor_id: str | No
 
 
 async def _tell_paged(
-    uow: UnitOfWork, settings: Settings, alert_id: str, *, actor_id: str | None, priority: str
+    uow: UnitOfWork,
+    batch: Batch,
+    settings: Settings,
+    alert_id: str,
+    *,
+    actor_id: str | None,
+    priority: str,
 ) -> None:
     """Tell everyone an alarm reached that someone has it in hand, where it reached them."""
     now = uow.clock.now()
@@ -206,4 +230,4 @@ async def _tell_paged(
                     created_at=now,
                 )
             )
-    await repository.add_deliveries(uow.session, rows)
+    batch.queue(rows)

@@ -12,6 +12,7 @@ import structlog
 
 from medcloud.config import Settings
 from medcloud.notifications import repository
+from medcloud.notifications.batch import Batch
 from medcloud.notifications.escalation import CARE_TEAM, Chain, channels_for, in_quiet_hours
 from medcloud.notifications.events import AlarmUnrouted, AlertEscalated
 from medcloud.notifications.models import AlarmEscalation, InboxItem
@@ -40,15 +41,17 @@ async def escalate_due(
     """Run every escalation step that has come due; tell how many ran."""
     now = uow.clock.now()
     ran = 0
-    for alarm in await repository.due_alarms(uow.session, now, limit):
-        # A chain that fell behind (the worker was down) catches up one step per pass.
-        await run_step(uow, alarm, settings=settings, care=care, metrics=metrics)
-        ran += 1
+    async with Batch(uow.session) as batch:
+        for alarm in await repository.due_alarms(uow.session, now, limit):
+            # A chain that fell behind (the worker was down) catches up one step per pass.
+            await run_step(uow, batch, alarm, settings=settings, care=care, metrics=metrics)
+            ran += 1
     return ran
 
 
 async def run_step(
     uow: UnitOfWork,
+    batch: Batch,
     alarm: AlarmEscalation,
     *,
     settings: Settings,
@@ -63,18 +66,16 @@ async def run_step(
         users = (
             []
             if alarm.ward_id is None
-            else await care.ward_members(alarm.organisation_id, alarm.ward_id)
+            else await batch.ward_members(care, alarm.organisation_id, alarm.ward_id)
         )
     else:
-        users = await repository.on_call(
-            uow.session, alarm.organisation_id, alarm.ward_id, step.notify, now
-        )
-    told = await _tell(uow, alarm, users, settings=settings, target=step.notify, now=now)
+        users = await batch.on_call(alarm.organisation_id, alarm.ward_id, step.notify, now)
+    told = await _tell(uow, batch, alarm, users, settings=settings, target=step.notify, now=now)
     if not told and alarm.step == 0 and alarm.round == 0:
         # Only where the organisation pages people: one that has set up no roster watches its
         # alarms on the ward, and a second alarm beside each of them would be noise.
-        if await repository.pages_anyone(uow.session, alarm.organisation_id):
-            await _unrouted(uow, alarm, settings=settings, now=now)
+        if await batch.pages_anyone(alarm.organisation_id):
+            await _unrouted(uow, batch, alarm, settings=settings, now=now)
     uow.publish(
         AlertEscalated(
             organisation_id=alarm.organisation_id,
@@ -91,8 +92,9 @@ async def run_step(
     if alarm.step > 0 or alarm.round > 0:
         metrics.notification_escalations.labels(priority=alarm.priority).inc()
         await queue_webhooks(
-            uow,
+            batch,
             settings,
+            now=now,
             event_type="alert.escalated",
             organisation_id=alarm.organisation_id,
             alert_id=alarm.alert_id,
@@ -118,6 +120,7 @@ async def run_step(
 
 async def _tell(
     uow: UnitOfWork,
+    batch: Batch,
     alarm: AlarmEscalation,
     users: list[str],
     *,
@@ -128,7 +131,7 @@ async def _tell(
     """Queue the step's messages: the inbox of each user, and their channels for the priority."""
     if not users:
         return 0
-    contacts = await repository.recipients(uow.session, users)
+    contacts = await batch.recipients(users)
     available = reachable(settings)
     rows = []
     link = alarm_link(settings, alarm.alert_id)
@@ -193,7 +196,7 @@ async def _tell(
                 raised_at=alarm.raised_at,
             )
         )
-    await repository.add_deliveries(uow.session, rows)
+    batch.queue(rows)
     return len(users)
 
 
@@ -204,7 +207,7 @@ def _title(priority: str, ward_id: str | None, step: int) -> str:
 
 
 async def _unrouted(
-    uow: UnitOfWork, alarm: AlarmEscalation, *, settings: Settings, now: dt.datetime
+    uow: UnitOfWork, batch: Batch, alarm: AlarmEscalation, *, settings: Settings, now: dt.datetime
 ) -> None:
     """Nobody is on call for this alarm: raise a technical alarm, tell the fallback contact."""
     technical_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"medcloud:unrouted:{alarm.alert_id}"))
@@ -222,8 +225,9 @@ async def _unrouted(
     )
     log.warning("notification.unrouted", alert_id=alarm.alert_id, ward_id=alarm.ward_id)
     await tell_fallback(
-        uow,
+        batch,
         settings,
+        now=now,
         organisation_id=alarm.organisation_id,
         alert_id=alarm.alert_id,
         kind="no_one_on_call",
@@ -233,9 +237,10 @@ async def _unrouted(
 
 
 async def tell_fallback(
-    uow: UnitOfWork,
+    batch: Batch,
     settings: Settings,
     *,
+    now: dt.datetime,
     organisation_id: str,
     alert_id: str | None,
     kind: str,
@@ -245,7 +250,7 @@ async def tell_fallback(
     payload: dict[str, Any] | None = None,
 ) -> bool:
     """Queue a message to the organisation's fallback contact; tell whether it has one."""
-    contact = await repository.organisation(uow.session, organisation_id)
+    contact = await batch.organisation(organisation_id)
     if contact is None:
         return False
     order: list[str] = [
@@ -257,8 +262,7 @@ async def tell_fallback(
         return False
     address = address_of(contact, order[0])
     assert address is not None  # noqa: S101  (filtered on just above)
-    await repository.add_deliveries(
-        uow.session,
+    batch.queue(
         [
             delivery_row(
                 key=f"{key}:{order[0]}",
@@ -269,7 +273,7 @@ async def tell_fallback(
                 channel=order[0],
                 address=address,
                 target="fallback",
-                now=uow.clock.now(),
+                now=now,
                 fallbacks=order[1:],
                 locale=contact.locale,
                 raised_at=raised_at,

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.charset
+import email.policy
 import email.utils
 import hashlib
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
@@ -26,6 +30,10 @@ from medcloud.notifications.signing import webhook_headers
 
 Status = Literal["sent", "delivered", "failed"]
 
+WIRE = email.policy.compat32.clone(linesep="\r\n")
+"""How a message is written for SMTP: the MIME classes' own policy, with CRLF line ends."""
+UTF8 = email.charset.Charset("utf-8")
+UTF8.body_encoding = email.charset.QP  # readable in any mail source view, unlike base64
 MAX_REASON_CHARS = 200
 """Longest provider reason kept in an Outcome."""
 # What is read of a webhook receiver's answer: enough for an id or an error message, and no
@@ -78,6 +86,11 @@ class Channel(Protocol):
     async def close(self) -> None:
         """Release connections; the channel is not used afterwards."""
         ...
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    # The stubs say the charset is a name; the class takes a Charset too, which QP needs.
+    return MIMEText(text, subtype, UTF8)  # type: ignore[arg-type]
 
 
 def _failed(reason: str, *, retryable: bool, provider_id: str | None = None) -> Outcome:
@@ -168,20 +181,36 @@ class EmailChannel:
             finally:
                 client.close()
 
-    def _build(self, message: Message, message_id: str) -> EmailMessage:
-        mail = EmailMessage()
-        mail["From"] = self._sender
-        mail["To"] = message.to
-        mail["Subject"] = message.subject
-        mail["Date"] = email.utils.format_datetime(dt.datetime.now(dt.UTC))
-        mail["Message-ID"] = message_id
-        mail["X-Medcloud-Idempotency-Key"] = message.idempotency_key
-        mail.set_content(message.text)
-        if message.html is not None:
-            mail.add_alternative(message.html, subtype="html")
-        return mail
+    def _build(self, message: Message, message_id: str) -> bytes:
+        """The message as it goes over the wire (CRLF line ends).
 
-    async def _send_pooled(self, mail: EmailMessage, message_id: str, recipient: str) -> Outcome:
+        Built with the compat32 MIME classes, which take a third of the time of `EmailMessage`
+        under the default policy: at a hundred alarms a second that is a tenth of a core. They
+        check nothing, so every header value is checked here: a CR or LF would start a header
+        of the sender's choosing (a `Bcc:`).
+        """
+        headers = {
+            "From": self._sender,
+            "To": message.to,
+            "Subject": message.subject,
+            "Date": email.utils.format_datetime(dt.datetime.now(dt.UTC)),
+            "Message-ID": message_id,
+            "X-Medcloud-Idempotency-Key": message.idempotency_key,
+        }
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"a line break in the {name} header")
+        for name in ("From", "To"):
+            # A display name outside ASCII is encoded on its own, never the address with it.
+            headers[name] = email.utils.formataddr(email.utils.parseaddr(headers[name]))
+        mail: MIMEBase = _text_part(message.text, "plain")
+        if message.html is not None:
+            mail = MIMEMultipart("alternative", _subparts=[mail, _text_part(message.html, "html")])
+        for name, value in headers.items():
+            mail[name] = value
+        return mail.as_bytes(policy=WIRE)
+
+    async def _send_pooled(self, mail: bytes, message_id: str, recipient: str) -> Outcome:
         """Send over an idle connection, or a new one; reconnect once if the idle one dropped."""
         pooled = self._idle.pop() if self._idle else None
         for attempt in range(2):
@@ -195,9 +224,7 @@ class EmailChannel:
             try:
                 if fresh:
                     await client.connect()
-                errors, _ = await client.send_message(
-                    mail, sender=self._sender, recipients=[recipient]
-                )
+                errors, _ = await client.sendmail(self._sender, [recipient], mail)
                 keep = True
             except aiosmtplib.SMTPServerDisconnected as exc:
                 # An idle connection the server closed (its timeout, a restart) shows only now;

@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 # Notifications before analytics: its `/api/v1/alerts/stream` must be matched before the
 # alert list's `/api/v1/alerts/{alert_id}` when one process serves both.
 ALL_CONTEXTS = ("identity", "devices", "ingest", "notifications", "analytics", "audit")
+IN_PROCESS_PIPELINE = 4
+"""Relay batches the in-process bus may hold at once."""
 
 
 def load_contexts(names: Iterable[str] = ALL_CONTEXTS) -> list[Context]:
@@ -96,6 +98,10 @@ def bootstrap(
         poll_seconds=settings.bus.relay_poll_seconds,
         claim_seconds=settings.bus.relay_claim_seconds,
         listen_dsn=_asyncpg_dsn(settings.resolved_database_url),
+        # In process, a batch on the bus is only its consumers' work: with a few in flight each
+        # consumer takes the next as soon as it is free (see InProcessBus). A broker's queues
+        # decouple consumers already, and keep one batch at a time in publish order.
+        pipeline=IN_PROCESS_PIPELINE if isinstance(bus, InProcessBus) else 1,
     )
     return Runtime(
         settings=settings,

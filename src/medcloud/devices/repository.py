@@ -66,24 +66,8 @@ async def find_working_credential(
     session: AsyncSession, token_hash: str, now: dt.datetime
 ) -> CredentialMatch | None:
     """Find the device of a token that is neither revoked nor expired at `now`."""
-    query = (
-        select(
-            Device.id,
-            Device.organisation_id,
-            Device.patient_id,
-            DeviceCredential.id,
-            DeviceCredential.expires_at,
-            DeviceCredential.last_used_at,
-            _last_assignment_change(Device.id),
-        )
-        .join(DeviceCredential, DeviceCredential.device_id == Device.id)
-        .where(
-            DeviceCredential.token_hash == token_hash,
-            DeviceCredential.revoked_at.is_(None),
-            or_(DeviceCredential.expires_at.is_(None), DeviceCredential.expires_at > now),
-        )
-    )
-    row = (await session.execute(query)).first()
+    found = await session.execute(_WORKING_CREDENTIAL, {"token_hash": token_hash, "now": now})
+    row = found.first()
     return None if row is None else CredentialMatch(*row)
 
 
@@ -289,6 +273,30 @@ def _last_assignment_change(device_id: Any) -> Any:
         .where(DeviceAssignment.device_id == device_id)
         .scalar_subquery()
     )
+
+
+# Built once: every request of a device whose token is not cached asks it, and composing the
+# statement (and its cache key) anew each time cost more than running it.
+_WORKING_CREDENTIAL = (
+    select(
+        Device.id,
+        Device.organisation_id,
+        Device.patient_id,
+        DeviceCredential.id,
+        DeviceCredential.expires_at,
+        DeviceCredential.last_used_at,
+        _last_assignment_change(Device.id),
+    )
+    .join(DeviceCredential, DeviceCredential.device_id == Device.id)
+    .where(
+        DeviceCredential.token_hash == bindparam("token_hash"),
+        DeviceCredential.revoked_at.is_(None),
+        or_(
+            DeviceCredential.expires_at.is_(None),
+            DeviceCredential.expires_at > bindparam("now"),
+        ),
+    )
+)
 
 
 async def last_assignment_change(session: AsyncSession, device_id: str) -> dt.datetime | None:

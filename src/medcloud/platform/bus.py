@@ -195,12 +195,19 @@ class InProcessBus:
     `publish` returns only when every matching consumer has committed the event or dead-lettered
     it, so the relay marks an outbox row published only then and a crash re-delivers it from the
     outbox. Consumers run side by side, each retrying with exponential backoff.
+
+    Several batches may be published at once (the relay keeps a few in flight): each consumer
+    takes them in the order `publish` was called, a batch waiting for that consumer's previous
+    one, so a quick consumer is never held up by a slow one's backlog and none sees events out
+    of order.
     """
 
     def __init__(self, *, max_attempts: int = 5, backoff_seconds: float = 0.5) -> None:
         self._consumers: list[Consumer] = []
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        """The last batch handed to each consumer, which the next one waits for."""
 
     async def connect(self) -> None:
         """Nothing to connect to."""
@@ -218,14 +225,29 @@ class InProcessBus:
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Deliver each envelope to every matching consumer, in order per consumer."""
-        await asyncio.gather(*(self._feed(c, envelopes) for c in self._consumers))
+        feeds = []
+        for consumer in self._consumers:
+            mine = [
+                envelope
+                for envelope in envelopes
+                if any(topic_matches(key, envelope.type) for key in consumer.routing_keys)
+            ]
+            if not mine:
+                continue
+            # Chained before the first await, so the order of `publish` calls is the order
+            # each consumer applies their batches in.
+            previous = self._tails.get(consumer.name)
+            feed = asyncio.create_task(self._feed(consumer, mine, after=previous))
+            self._tails[consumer.name] = feed
+            feeds.append(feed)
+        await asyncio.gather(*feeds)
 
-    async def _feed(self, consumer: Consumer, envelopes: Sequence[Envelope]) -> None:
-        mine = [
-            envelope
-            for envelope in envelopes
-            if any(topic_matches(key, envelope.type) for key in consumer.routing_keys)
-        ]
+    async def _feed(
+        self, consumer: Consumer, mine: Sequence[Envelope], *, after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None:
+            # Its failure is its own publisher's to handle; this batch goes on regardless.
+            await asyncio.wait([after])
         if len(mine) > 1:
             try:
                 await consumer.handle_many(mine)

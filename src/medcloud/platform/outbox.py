@@ -50,8 +50,12 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         claim_seconds: float = 30.0,
         listen_dsn: str | None = None,
+        pipeline: int = 1,
     ) -> None:
+        """`pipeline` batches may be on the bus at once: more than one only where the bus keeps
+        each consumer's batches in publish order (the in-process bus does)."""
         self._sessions = sessions
+        self._pipeline = max(1, pipeline)
         self._listen_dsn = listen_dsn
         self._bus = bus
         self._clock = clock
@@ -106,6 +110,10 @@ class OutboxRelay:
         claimed = await self._claim_batch()
         if not claimed:
             return 0
+        return await self._publish(claimed)
+
+    async def _publish(self, claimed: Sequence[tuple[int, str, str]]) -> int:
+        """Publish and mark a claimed batch (claims released if the bus fails); count it."""
         positions = [position for position, _, _ in claimed]
         envelopes = self._envelopes(claimed)
         try:
@@ -213,22 +221,43 @@ class OutboxRelay:
     async def _relay(self, stop: asyncio.Event) -> None:
         failures = 0
         cycles = 0
+        in_flight: set[asyncio.Task[int]] = set()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self._relay_backlog(in_flight, stop)
+                    cycles += 1
+                    if cycles % 120 == 1:
+                        self._metrics.outbox_pending.set(await self.pending())
+                        await self.purge()
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001  (keep relaying once the fault clears)
+                    failures += 1
+                    log.warning("outbox.relay_failed", error=type(exc).__name__, failures=failures)
+                    await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                    continue
+                await _wait_any(self._wake, stop, timeout=self._poll_seconds)
+        finally:
+            # What is on the bus is applied and marked before the relay stops; a batch cut
+            # short keeps its claim and is published again once the claim runs out.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _relay_backlog(self, in_flight: set[asyncio.Task[int]], stop: asyncio.Event) -> None:
+        """Claim and publish batches until the outbox has no full batch left, with up to
+        `pipeline` of them on the bus at once; raise what a finished batch raised."""
         while not stop.is_set():
-            self._wake.clear()
-            try:
-                while await self.relay_once() == self._batch_size and not stop.is_set():
-                    pass
-                cycles += 1
-                if cycles % 120 == 1:
-                    self._metrics.outbox_pending.set(await self.pending())
-                    await self.purge()
-                failures = 0
-            except Exception as exc:  # noqa: BLE001  (keep relaying once the fault clears)
-                failures += 1
-                log.warning("outbox.relay_failed", error=type(exc).__name__, failures=failures)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
-                continue
-            await _wait_any(self._wake, stop, timeout=self._poll_seconds)
+            while len(in_flight) >= self._pipeline or any(t.done() for t in in_flight):
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                in_flight.difference_update(done)
+                for task in done:
+                    task.result()
+            claimed = await self._claim_batch()
+            if not claimed:
+                return
+            in_flight.add(asyncio.create_task(self._publish(claimed), name="outbox-publish"))
+            if len(claimed) < self._batch_size:
+                return
 
 
 async def _bookkeeping(session: AsyncSession) -> None:

@@ -8,18 +8,16 @@ whether the caller should fall back to the next channel at once (a permanent ref
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
-import email.charset
-import email.policy
+import email.header
 import email.utils
 import hashlib
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.mime.base import MIMEBase
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
@@ -30,10 +28,7 @@ from medcloud.notifications.signing import webhook_headers
 
 Status = Literal["sent", "delivered", "failed"]
 
-WIRE = email.policy.compat32.clone(linesep="\r\n")
-"""How a message is written for SMTP: the MIME classes' own policy, with CRLF line ends."""
-UTF8 = email.charset.Charset("utf-8")
-UTF8.body_encoding = email.charset.QP  # readable in any mail source view, unlike base64
+CRLF = "\r\n"
 MAX_REASON_CHARS = 200
 """Longest provider reason kept in an Outcome."""
 # What is read of a webhook receiver's answer: enough for an id or an error message, and no
@@ -88,9 +83,17 @@ class Channel(Protocol):
         ...
 
 
-def _text_part(text: str, subtype: str) -> MIMEText:
-    # The stubs say the charset is a name; the class takes a Charset too, which QP needs.
-    return MIMEText(text, subtype, UTF8)  # type: ignore[arg-type]
+def _text_part(text: str, subtype: str) -> list[str]:
+    """The lines of a text part: its headers, a blank line, its base64 body."""
+    # Text is encoded in its canonical form, CRLF line ends (RFC 2045, 6.8).
+    canonical = CRLF.join(text.splitlines()).encode("utf-8")
+    body = base64.encodebytes(canonical).decode("ascii").splitlines()
+    return [
+        f'Content-Type: text/{subtype}; charset="utf-8"',
+        "Content-Transfer-Encoding: base64",
+        "",
+        *body,
+    ]
 
 
 def _failed(reason: str, *, retryable: bool, provider_id: str | None = None) -> Outcome:
@@ -182,12 +185,15 @@ class EmailChannel:
                 client.close()
 
     def _build(self, message: Message, message_id: str) -> bytes:
-        """The message as it goes over the wire (CRLF line ends).
+        """The message as it goes over the wire: CRLF line ends, the text (and the HTML as its
+        alternative) base64-encoded UTF-8.
 
-        Built with the compat32 MIME classes, which take a third of the time of `EmailMessage`
-        under the default policy: at a hundred alarms a second that is a tenth of a core. They
-        check nothing, so every header value is checked here: a CR or LF would start a header
-        of the sender's choosing (a `Bcc:`).
+        Written out here rather than by `email.message`, whose generator folds and re-encodes
+        every header of every part: 1.5 ms a message under the default policy, 0.5 ms with the
+        compat32 classes, a sixth of the server's time at a hundred alarms a second. The shape
+        is simple enough to check by eye, and the tests read it back with the standard parser.
+        Every header value is checked for CR and LF, which would start a header of the
+        sender's choosing (a `Bcc:`).
         """
         headers = {
             "From": self._sender,
@@ -203,12 +209,27 @@ class EmailChannel:
         for name in ("From", "To"):
             # A display name outside ASCII is encoded on its own, never the address with it.
             headers[name] = email.utils.formataddr(email.utils.parseaddr(headers[name]))
-        mail: MIMEBase = _text_part(message.text, "plain")
-        if message.html is not None:
-            mail = MIMEMultipart("alternative", _subparts=[mail, _text_part(message.html, "html")])
-        for name, value in headers.items():
-            mail[name] = value
-        return mail.as_bytes(policy=WIRE)
+        subject = message.subject
+        headers["Subject"] = email.header.Header(
+            subject, "us-ascii" if subject.isascii() else "utf-8"
+        ).encode(CRLF)
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("MIME-Version: 1.0")
+        if message.html is None:
+            lines += _text_part(message.text, "plain")
+        else:
+            boundary = f"=_medcloud_{secrets.token_hex(16)}"
+            lines += [
+                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+                "",
+                f"--{boundary}",
+                *_text_part(message.text, "plain"),
+                f"--{boundary}",
+                *_text_part(message.html, "html"),
+                f"--{boundary}--",
+                "",
+            ]
+        return CRLF.join(lines).encode("ascii")
 
     async def _send_pooled(self, mail: bytes, message_id: str, recipient: str) -> Outcome:
         """Send over an idle connection, or a new one; reconnect once if the idle one dropped."""

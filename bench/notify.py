@@ -48,8 +48,8 @@ from bench.figures import percentile_ms
 from medcloud.notifications.mailbox import LocalMailbox
 
 ON_CALL_EMAIL = "on-call@bench.example"
-SENDERS = 32
-"""Connections the monitors' readings share."""
+CONNECTIONS = 32
+"""Connections the monitors' readings share, unless `--connections` says otherwise."""
 
 
 async def on_call(base: str) -> None:
@@ -84,7 +84,12 @@ async def on_call(base: str) -> None:
 
 
 async def raise_alarms(
-    base: str, monitors: list[dict[str, Any]], rate: float, refused: list[int]
+    base: str,
+    monitors: list[dict[str, Any]],
+    rate: float,
+    refused: list[int],
+    *,
+    connections: int = CONNECTIONS,
 ) -> float:
     """Send each monitor one abnormal heart rate, `rate` a second; return the seconds taken.
 
@@ -114,7 +119,7 @@ async def raise_alarms(
         finally:
             await connection.close()
 
-    senders = [asyncio.create_task(sender()) for _ in range(SENDERS)]
+    senders = [asyncio.create_task(sender()) for _ in range(connections)]
     began = time.perf_counter()
     for i, monitor in enumerate(monitors):
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
@@ -132,7 +137,9 @@ async def measure(args: argparse.Namespace, started: Deployment, mailbox: LocalM
     await on_call(started.base)
     async with Usage([psutil.Process(pid) for pid in started.pids]) as usage:
         refused: list[int] = []
-        elapsed = await raise_alarms(started.base, monitors, args.rate, refused)
+        elapsed = await raise_alarms(
+            started.base, monitors, args.rate, refused, connections=args.connections
+        )
         settle = time.perf_counter() + args.settle
         while time.perf_counter() < settle and len(mailbox.messages) < count:
             await asyncio.sleep(0.2)
@@ -153,6 +160,7 @@ async def measure(args: argparse.Namespace, started: Deployment, mailbox: LocalM
     return {
         "deployment": args.deployment,
         "rate": args.rate,
+        "connections": args.connections,
         "seconds": round(elapsed, 1),
         "alarms": len(alarms),
         "emails_received": len(mailbox.messages),
@@ -198,6 +206,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--deployment", choices=["embedded", "services"], default="embedded")
     parser.add_argument("--rate", type=float, default=100, help="alarms raised per second")
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help="HTTP connections the monitors send over (more keep the rate when answers slow)",
+    )
     parser.add_argument("--settle", type=float, default=60, help="longest wait for late emails")
     parser.add_argument("--quiet", type=float, default=3, help="wait for repeats after the last")
     add_service_options(parser)

@@ -250,8 +250,14 @@ class OutboxRelay:
             while len(in_flight) >= self._pipeline or any(t.done() for t in in_flight):
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 in_flight.difference_update(done)
-                for task in done:
-                    task.result()
+                # Every finished batch's outcome is read; the first failure stands for them all.
+                failed = [
+                    error
+                    for task in done
+                    if not task.cancelled() and (error := task.exception()) is not None
+                ]
+                if failed:
+                    raise failed[0]
             claimed = await self._claim_batch()
             if not claimed:
                 return

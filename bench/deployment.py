@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -61,7 +62,9 @@ def medcloud_env(var: Path, dsn: str, **extra: str) -> dict[str, str]:
         | {
             "MEDCLOUD_VAR_DIR": str(var),
             "MEDCLOUD_LOG_LEVEL": "WARNING",
-            "MEDCLOUD_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
+            "MEDCLOUD_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://").replace(
+                "sqlite://", "sqlite+aiosqlite://"
+            ),
             "MEDCLOUD_BOOTSTRAP_ADMIN_EMAIL": ADMIN[0],
             "MEDCLOUD_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
             # What is measured is ingest, not the hash cost of the one sign-in.
@@ -163,9 +166,16 @@ class Usage:
 
 
 async def stored_rows(dsn: str) -> int:
-    """Count the rows in `reading`."""
+    """Count the rows in `reading` (`dsn` a PostgreSQL DSN or `sqlite:///path`)."""
+    if dsn.startswith("sqlite:///"):
+        return await asyncio.to_thread(_sqlite_rows, dsn.removeprefix("sqlite:///"))
     connection = await asyncpg.connect(dsn)
     try:
         return int(await connection.fetchval("SELECT count(*) FROM reading"))
     finally:
         await connection.close()
+
+
+def _sqlite_rows(path: str) -> int:
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+        return int(connection.execute("SELECT count(*) FROM reading").fetchone()[0])

@@ -26,10 +26,11 @@ def report(
     latencies: list[float],
     extra: dict[str, Any],
     usage: Usage,
-    baseline: tuple[int, float],
+    baseline: tuple[int, float] | None,
 ) -> dict[str, Any]:
-    """The JSON an ingest run prints, whichever transport it drove."""
-    copied, copy_per_s = baseline
+    """The JSON an ingest run prints, whichever transport it drove (no COPY baseline on
+    SQLite)."""
+    copied, copy_per_s = baseline or (None, 0.0)
     stored_per_s = stored / elapsed
     return {
         "benchmark": "ingest",
@@ -47,6 +48,6 @@ def report(
         "server_cpu_cores": round(usage.cpu_seconds / elapsed, 2),
         "server_peak_rss_mb": round(usage.peak_rss_mb, 1),
         "copy_baseline_rows": copied,
-        "copy_baseline_rows_per_s": round(copy_per_s),
+        "copy_baseline_rows_per_s": round(copy_per_s) if baseline else None,
         "share_of_copy": round(stored_per_s / copy_per_s, 2) if copy_per_s else None,
     }

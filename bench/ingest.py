@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -46,7 +49,7 @@ from bench.deployment import (
     stored_rows,
     wait_ready,
 )
-from bench.figures import report
+from bench.figures import percentile_ms, report
 
 
 async def drive_http(
@@ -72,7 +75,8 @@ async def drive_http(
 async def measure_http(
     args: argparse.Namespace, base: str, dsn: str, pids: Sequence[int]
 ) -> dict[str, Any]:
-    """Register the fleet, drive it, count what is stored, then take the COPY baseline."""
+    """Register the fleet, drive it, count what is stored, then take the baselines: the COPY
+    of the same rows (PostgreSQL) and, for single readings, FastAPI without a database."""
     fleet = await register_fleet(base, args.devices, admin=args.admin)
     before = await stored_rows(dsn)
     async with Usage([psutil.Process(pid) for pid in pids]) as usage:
@@ -80,33 +84,65 @@ async def measure_http(
         tally = await drive_http(base, fleet, seconds=args.seconds, batch=args.batch)
         elapsed = time.perf_counter() - started
     stored = await stored_rows(dsn) - before
+    extra: dict[str, Any] = {
+        "mode": args.mode,
+        "deployment": "postgres" if dsn.startswith("postgresql") else "embedded",
+        "readings_per_request": args.batch * len(http_load.MEASUREMENTS),
+        "requests_per_s": round(tally.requests / elapsed),
+        "refused_requests": tally.refused,
+    }
+    if args.mode == "single":
+        extra |= await bare_api_baseline(fleet, seconds=args.baseline_seconds or args.seconds)
     return report(
         args,
         elapsed=elapsed,
         accepted=tally.stored,
         stored=stored,
         latencies=tally.latencies,
-        extra={
-            "readings_per_request": args.batch * len(http_load.MEASUREMENTS),
-            "requests_per_s": round(tally.requests / elapsed),
-            "refused_requests": tally.refused,
-        },
+        extra=extra,
         usage=usage,
-        baseline=await copy_rate(dsn),
+        baseline=await copy_rate(dsn) if dsn.startswith("postgresql") else None,
     )
 
 
+async def bare_api_baseline(fleet: list[dict[str, Any]], *, seconds: float) -> dict[str, Any]:
+    """Drive `bench.bare_api` (FastAPI and pydantic, no database) with the same fleet, the same
+    generator and the same bodies; return its requests/s and latencies as `baseline_*`."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "bench.bare_api", "--port", str(port)]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        process(command, dict(os.environ), Path(tmp) / "bare.log"),
+    ):
+        await asyncio.to_thread(wait_ready, base)
+        started = time.perf_counter()
+        tally = await drive_http(base, fleet, seconds=seconds, batch=1)
+        elapsed = time.perf_counter() - started
+    return {
+        "baseline": "FastAPI + pydantic, no database (bench/bare_api.py)",
+        "baseline_requests_per_s": round(tally.requests / elapsed),
+        "baseline_p50_ms": percentile_ms(tally.latencies, 0.50),
+        "baseline_p99_ms": percentile_ms(tally.latencies, 0.99),
+    }
+
+
 def run_own_deployment(args: argparse.Namespace) -> dict[str, Any]:
-    """Start a server on a new database for this run, measure it, stop it."""
-    with fresh_database(args.postgres) as dsn, tempfile.TemporaryDirectory() as tmp:
-        var = Path(tmp)
+    """Start a server on a new database (or SQLite file) for this run, measure it, stop it."""
+    with contextlib.ExitStack() as stack:
+        var = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "var"
+        if args.deployment == "embedded":
+            var.mkdir()
+            dsn = f"sqlite:///{var / 'medcloud.db'}"
+        else:
+            dsn = stack.enter_context(fresh_database(args.postgres))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = medcloud_env(var / "var", dsn, **dict(args.env or []))
+        env = medcloud_env(var, dsn, **dict(args.env or []))
         server_args = medcloud("serve", "--port", str(port))
-        with process(server_args, env, var / "serve.log") as server:
-            wait_ready(base)
-            return asyncio.run(measure_http(args, base, dsn, [server.pid]))
+        server = stack.enter_context(process(server_args, env, var.parent / "serve.log"))
+        wait_ready(base)
+        return asyncio.run(measure_http(args, base, dsn, [server.pid]))
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -120,7 +156,25 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument(
+        "--mode",
+        choices=["batch", "single"],
+        default="batch",
+        help="HTTP: `batch`, --batch instants per request; `single`, one reading object per "
+        "request, as most bedside devices send, beside FastAPI without a database",
+    )
+    parser.add_argument(
         "--batch", type=int, default=500, help="HTTP: readings (instants) per request"
+    )
+    parser.add_argument(
+        "--deployment",
+        choices=["postgres", "embedded"],
+        default="postgres",
+        help="HTTP: `postgres`, a new PostgreSQL database; `embedded`, a SQLite file",
+    )
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        help="HTTP single: how long to drive the FastAPI baseline (default: --seconds)",
     )
     parser.add_argument(
         "--postgres",
@@ -167,7 +221,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--amqp", default="amqp://guest:guest@127.0.0.1:5672/", help="MQTT: the RabbitMQ to use"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.mode == "single":
+        args.batch = 1
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -49,3 +49,15 @@ def test_an_http_run_stores_every_reading_it_counts_as_accepted() -> None:
     result = bench("--transport", "http", "--devices", "2", "--batch", "10")
     assert int(str(result["readings_accepted"])) > 0
     assert result["readings_accepted"] == result["readings_stored"]
+
+
+@pytest.mark.timeout(300)
+def test_a_single_reading_run_on_sqlite_counts_what_it_stored_beside_its_baseline() -> None:
+    result = bench(
+        "--mode", "single", "--deployment", "embedded", "--devices", "2", "--baseline-seconds", "1"
+    )
+    assert result["readings_per_request"] == 4
+    assert int(str(result["readings_accepted"])) > 0
+    assert result["readings_accepted"] == result["readings_stored"]
+    assert int(str(result["baseline_requests_per_s"])) > 0
+    assert result["copy_baseline_rows_per_s"] is None

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.analytics.models import (
@@ -21,13 +20,8 @@ from medcloud.analytics.models import (
     PatientScoring,
     VitalLatest,
 )
-from medcloud.platform.db import dialect_name
+from medcloud.platform.db import upsert
 from medcloud.platform.paging import before
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
-
 
 # Alarms
 
@@ -45,7 +39,7 @@ async def insert_alarms(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     condition, inserted by a concurrent evaluation, keeps its place)."""
     if not rows:
         return set()
-    statement = _insert(session)(Alert).on_conflict_do_nothing().returning(Alert.id)
+    statement = upsert(session)(Alert).on_conflict_do_nothing().returning(Alert.id)
     result = await session.execute(statement, list(rows))
     return set(result.scalars().all())
 
@@ -84,7 +78,7 @@ async def save_conditions(
             )
         )
     if kept:
-        statement = _insert(session)(AlarmCondition)
+        statement = upsert(session)(AlarmCondition)
         statement = statement.on_conflict_do_update(
             index_elements=["subject", "rule"],
             set_={
@@ -113,7 +107,7 @@ async def record_technical(session: AsyncSession, row: dict[str, Any]) -> bool:
     """Insert a technical alarm unless its id (or an open one of its kind) is known; tell
     whether it was inserted."""
     statement = (
-        _insert(session)(Alert)
+        upsert(session)(Alert)
         .values(**row, source=TECHNICAL)
         .on_conflict_do_nothing()
         .returning(Alert.id)
@@ -123,7 +117,7 @@ async def record_technical(session: AsyncSession, row: dict[str, Any]) -> bool:
 
 async def record_resolved_technical(session: AsyncSession, row: dict[str, Any]) -> None:
     """Insert a technical alarm already resolved, or resolve the recorded one."""
-    statement = _insert(session)(Alert).values(**row, source=TECHNICAL)
+    statement = upsert(session)(Alert).values(**row, source=TECHNICAL)
     # Inserting (rather than update-else-insert) makes a concurrent raise of the same alarm
     # wait for this one on the primary key, whichever of the two arrives first.
     statement = statement.on_conflict_do_update(
@@ -242,7 +236,7 @@ async def save_vitals(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     """Keep each row as its patient's newest value of its type, unless a newer one is kept."""
     if not rows:
         return
-    statement = _insert(session)(VitalLatest)
+    statement = upsert(session)(VitalLatest)
     statement = statement.on_conflict_do_update(
         index_elements=["patient_id", "measurement"],
         set_={
@@ -275,7 +269,7 @@ async def spo2_scales(session: AsyncSession, patient_ids: Sequence[str]) -> dict
 
 async def save_scoring(session: AsyncSession, row: dict[str, Any]) -> None:
     """Record a patient's SpO2 scale."""
-    statement = _insert(session)(PatientScoring).values(**row)
+    statement = upsert(session)(PatientScoring).values(**row)
     statement = statement.on_conflict_do_update(
         index_elements=["patient_id"],
         set_={k: statement.excluded[k] for k in ("spo2_scale", "updated_at", "updated_by")},
@@ -286,7 +280,7 @@ async def save_scoring(session: AsyncSession, row: dict[str, Any]) -> None:
 async def insert_scores(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Store NEWS2 scores; a score already stored for the same instant is kept."""
     if rows:
-        statement = _insert(session)(News2Score).on_conflict_do_nothing()
+        statement = upsert(session)(News2Score).on_conflict_do_nothing()
         await session.execute(statement, list(rows))
 
 

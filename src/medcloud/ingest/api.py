@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from medcloud.ingest import queries, service
@@ -17,19 +17,35 @@ from medcloud.ingest.schemas import (
     ReadingsIn,
 )
 from medcloud.ingest.writer import running_writer
+from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.http import (
     Authorize,
-    CurrentPrincipal,
     RuntimeDep,
     UowDep,
+    bearer_principal,
+    get_runtime,
 )
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
-# The body is read by the service (JSON or NDJSON, gzip or not), so describe it here.
+JSON = "application/json"
+_KEY = "header.idempotency-key"
+_MAX_IDEMPOTENCY_KEY = 255
+
+# The route reads its request itself, so its body, header and credentials are described here.
 _BODY: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}],
+    "parameters": [
+        {
+            "name": "idempotency-key",
+            "in": "header",
+            "required": False,
+            "description": "repeating a request with the same key and body replays its answer",
+            "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_IDEMPOTENCY_KEY},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -38,7 +54,7 @@ _BODY: dict[str, Any] = {
                 "schema": {"type": "string", "description": "one reading object per line"}
             },
         },
-    }
+    },
 }
 
 
@@ -48,29 +64,36 @@ _BODY: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_BODY,
 )
-async def ingest_readings(
-    device_id: str,
-    request: Request,
-    uow: UowDep,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
-) -> IngestResult:
+async def ingest_readings(device_id: str, request: Request) -> Response:
     """Store one reading or a batch, all or nothing; answers only once they are committed."""
-    return await service.receive_readings(
-        uow=uow,
+    # Every bedside device calls this about once a second, so it reads its request itself:
+    # resolving dependencies, validating the answer against its model and encoding it through
+    # jsonable_encoder cost more than storing the reading (docs/benchmarks.md).
+    runtime = get_runtime(request)
+    principal = await bearer_principal(request, runtime)
+    result = await service.receive_readings(
+        uow=runtime.uow(),
         principal=principal,
         device_id=device_id,
         body=await request.body(),
         content_type=request.headers.get("content-type"),
         content_encoding=request.headers.get("content-encoding"),
-        idempotency_key=idempotency_key,
+        idempotency_key=_idempotency_key(request),
         settings=runtime.settings,
         metrics=runtime.metrics,
         cache=runtime.cache,
         devices=runtime.devices,
         writer=running_writer(runtime.services),
     )
+    return Response(result.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type=JSON)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
+        error = f"between 1 and {_MAX_IDEMPOTENCY_KEY} characters"
+        raise Invalid("the Idempotency-Key header is malformed", errors=[FieldError(_KEY, error)])
+    return key
 
 
 @router.get("/devices/{device_id}/data", response_model=ReadingPage)

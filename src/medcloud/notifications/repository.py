@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.notifications.escalation import DEFAULT_CHAINS, Chain
@@ -24,7 +23,7 @@ from medcloud.notifications.models import (
     Shift,
     Webhook,
 )
-from medcloud.platform.db import dialect_name
+from medcloud.platform.db import dialect_name, upsert
 from medcloud.platform.paging import before
 
 DELIVERIES = cast(Table, Delivery.__table__)
@@ -118,8 +117,7 @@ async def add_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
     """Queue deliveries; one whose idempotency key exists already is the same message, kept."""
     if not rows:
         return
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    statement = dialect.insert(DELIVERIES).on_conflict_do_nothing(
+    statement = upsert(session)(DELIVERIES).on_conflict_do_nothing(
         index_elements=["idempotency_key"]
     )
     await session.execute(statement, list(rows))

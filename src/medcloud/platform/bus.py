@@ -11,12 +11,11 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Table, insert, select
-from sqlalchemy.exc import IntegrityError
 
+from medcloud.platform.db import upsert
 from medcloud.platform.events import Envelope, Event
 from medcloud.platform.models import DeadLetter, ProcessedEvent
 from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
@@ -72,16 +71,7 @@ class Consumer:
 
     async def handle(self, envelope: Envelope) -> None:
         """Run the handler and record the event as processed, in one transaction."""
-        async with self._uow_factory() as uow:
-            if await uow.session.get(ProcessedEvent, (self.name, envelope.id)) is not None:
-                return
-            await self._apply([envelope.open(self._event_type)], uow)
-            try:
-                await _mark_processed(uow, self.name, [envelope.id])
-                await uow.commit()
-            except IntegrityError:
-                # A concurrent delivery of the same event committed first; ours is a duplicate.
-                log.info("event.duplicate", consumer=self.name, event_id=envelope.id)
+        await self.handle_many([envelope])
 
     async def handle_many(self, envelopes: Sequence[Envelope]) -> None:
         """Apply several envelopes in one transaction, all or none.
@@ -92,21 +82,17 @@ class Consumer:
         poison event is retried and dead-lettered alone.
         """
         async with self._uow_factory() as uow:
-            ids = [envelope.id for envelope in envelopes]
-            done = set(
-                await uow.session.scalars(
-                    select(ProcessedEvent.event_id).where(
-                        ProcessedEvent.consumer == self.name, ProcessedEvent.event_id.in_(ids)
-                    )
-                )
-            )
-            fresh: dict[str, Envelope] = {}
+            # Recording the events first, skipping those recorded before, names the fresh ones
+            # in one statement; a concurrent delivery of the same event waits on the key until
+            # this transaction ends, and then skips it. Asking first which were processed was
+            # a query whose cost grew with the table.
+            opened: dict[str, Envelope] = {}
             for envelope in envelopes:
-                if envelope.id not in done:
-                    fresh.setdefault(envelope.id, envelope)
-            await self._apply([e.open(self._event_type) for e in fresh.values()], uow)
-            await _mark_processed(uow, self.name, list(fresh))
-            await uow.commit()
+                opened.setdefault(envelope.id, envelope)
+            fresh = await _mark_processed(uow, self.name, list(opened))
+            if fresh:
+                await self._apply([opened[i].open(self._event_type) for i in fresh], uow)
+                await uow.commit()
 
     async def dead_letter(self, envelope: Envelope, *, reason: str, attempts: int) -> None:
         """Keep an event this consumer gave up on, with why, where operators can see it."""
@@ -132,14 +118,23 @@ class Consumer:
         )
 
 
-async def _mark_processed(uow: UnitOfWork, consumer: str, event_ids: Sequence[str]) -> None:
-    """Record events as applied by `consumer`, in the transaction that applied them."""
-    if event_ids:
-        now = uow.clock.now()
-        await uow.session.execute(
-            insert(cast(Table, ProcessedEvent.__table__)),
-            [{"consumer": consumer, "event_id": i, "processed_at": now} for i in event_ids],
-        )
+async def _mark_processed(uow: UnitOfWork, consumer: str, event_ids: Sequence[str]) -> list[str]:
+    """Record events as applied by `consumer`, in the transaction that applies them; return
+    those not recorded before, in the order given."""
+    if not event_ids:
+        return []
+    now = uow.clock.now()
+    # Many rows through one cached statement (SQLAlchemy's "insertmanyvalues"): a VALUES list
+    # built per batch would be compiled anew for every batch.
+    statement = (
+        upsert(uow.session)(ProcessedEvent)
+        .on_conflict_do_nothing()
+        .returning(ProcessedEvent.event_id)
+    )
+    # In key order, so two processes' overlapping batches take the keys' locks alike.
+    rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in sorted(event_ids)]
+    recorded = set(await uow.session.scalars(statement, rows))
+    return [i for i in event_ids if i in recorded]
 
 
 def inject(handler: Handler, dependencies: dict[str, Any]) -> Handler:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -129,6 +130,11 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
 def dialect_name(session: AsyncSession) -> str:
     """Name the SQL dialect a session talks to (`sqlite` or `postgresql`)."""
     return session.get_bind().dialect.name
+
+
+def upsert(session: AsyncSession) -> Any:
+    """The `insert` of the session's dialect, which has `on_conflict_do_nothing` and the like."""
+    return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
 
 
 def sessionmakers(db: Database) -> tuple[async_sessionmaker[Any], async_sessionmaker[Any]]:

@@ -81,19 +81,33 @@ async def current_principal(
     """Authenticate the bearer token as a device or a user."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a bearer token is required")
-    token = credentials.credentials
-    if token.startswith(DEVICE_TOKEN_PREFIX):
-        principal: Principal = await _device_principal(runtime, token)
-    else:
-        try:
-            principal = runtime.tokens.verify(token)
-        except UnknownSigningKey:
-            # A verify-only service learns a rotated key from the JWKS, then tries once more.
-            if not await runtime.refresh_token_keys():
-                raise
-            principal = runtime.tokens.verify(token)
+    principal = await _authenticate(runtime, credentials.credentials)
     request.state.principal = principal
     return principal
+
+
+async def bearer_principal(request: Request, runtime: Runtime) -> Principal:
+    """`current_principal` for a route that reads its request itself (the readings hot path,
+    where FastAPI's dependency resolution was a quarter of the server's time)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("a bearer token is required")
+    principal = await _authenticate(runtime, token)
+    request.state.principal = principal
+    return principal
+
+
+async def _authenticate(runtime: Runtime, token: str) -> Principal:
+    if token.startswith(DEVICE_TOKEN_PREFIX):
+        return await _device_principal(runtime, token)
+    try:
+        return runtime.tokens.verify(token)
+    except UnknownSigningKey:
+        # A verify-only service learns a rotated key from the JWKS, then tries once more.
+        if not await runtime.refresh_token_keys():
+            raise
+        return runtime.tokens.verify(token)
 
 
 async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:

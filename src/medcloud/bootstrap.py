@@ -16,7 +16,7 @@ from medcloud.config import Settings
 from medcloud.platform.bus import Bus, Consumer, InProcessBus, inject
 from medcloud.platform.cache import Cache, MemoryCache, RedisCache
 from medcloud.platform.clock import Clock, SystemClock
-from medcloud.platform.context import Context, Hook
+from medcloud.platform.context import Context, Hook, Runs
 from medcloud.platform.db import create_database, sessionmakers
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.migrate import migrate
@@ -184,6 +184,9 @@ class Lifecycle:
         self.contexts = contexts
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Services stop after the loops and relay: a loop stopping may still hand them work.
+        self._services_stop = asyncio.Event()
+        self._services: list[asyncio.Task[None]] = []
 
     async def start(self, *, migrate_first: bool, workers: bool) -> None:
         """Connect, migrate, run start hooks and, with `workers`, consumers, relay and loops."""
@@ -194,6 +197,16 @@ class Lifecycle:
         await runtime.bus.connect()
         if runtime.settings.jwt_jwks_url:
             await runtime.refresh_token_keys()
+        for context in self.contexts:
+            for provide in context.provides:
+                service = await inject(provide, runtime.dependencies())()
+                runtime.services.provide(service)
+                if isinstance(service, Runs):
+                    task = asyncio.create_task(
+                        service.run(self._services_stop), name=type(service).__name__
+                    )
+                    self._services.append(task)
+        await asyncio.sleep(0)  # let them start, so the first request finds them running
         for context in self.contexts:
             for hook in context.on_start:
                 await inject(hook, runtime.dependencies() | {"stop": self._stop})()
@@ -229,6 +242,13 @@ class Lifecycle:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._services_stop.set()
+        if self._services:
+            await asyncio.wait(self._services, timeout=grace_seconds)
+        for task in self._services:
+            task.cancel()
+        await asyncio.gather(*self._services, return_exceptions=True)
+        self._services.clear()
         await self.runtime.devices.close()
         await self.runtime.bus.close()
         await self.runtime.cache.close()

@@ -8,7 +8,9 @@ from typing import Any
 
 from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
-from medcloud.ingest.uploads import Outcome, process_event, summarise
+from medcloud.ingest.intake import Intake
+from medcloud.ingest.upload_files import Outcome, summarise
+from medcloud.ingest.uploads import process_event
 
 
 class UploadsFailed(Exception):
@@ -22,15 +24,11 @@ async def handle_event(event: Mapping[str, Any], settings: Settings) -> dict[str
     any other process do; a bus is not even connected.
     """
     runtime = bootstrap(settings)
+    # A file is committed on its own: no micro-batch writer runs in a function.
+    intake = Intake(settings, runtime.metrics, runtime.devices, runtime.cache, runtime.uow)
     try:
         outcomes = await process_event(
-            event,
-            objects=runtime.objects,
-            uow_factory=runtime.uow,
-            devices=runtime.devices,
-            settings=settings,
-            metrics=runtime.metrics,
-            clock=runtime.clock,
+            event, objects=runtime.objects, intake=intake, clock=runtime.clock
         )
     finally:
         await runtime.cache.close()

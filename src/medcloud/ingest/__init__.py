@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medcloud.ingest.api import router
 from medcloud.ingest.handlers import SUBSCRIPTIONS
-from medcloud.ingest.hooks import maintain_partitions, start_writer
+from medcloud.ingest.hooks import maintain_partitions, provide_intake
 from medcloud.ingest.mqtt import consume_mqtt
 from medcloud.ingest.uploads import watch_uploads
 from medcloud.platform.context import Context
@@ -16,6 +16,6 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    on_start=(start_writer,),
+    provides=(provide_intake,),
     background=(maintain_partitions, watch_uploads, consume_mqtt),
 )

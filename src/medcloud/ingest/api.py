@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from medcloud.ingest import queries, service
+from medcloud.ingest import queries
+from medcloud.ingest.decode import Decoded, Undecodable, decode
+from medcloud.ingest.intake import Intake, Replay, Transport
 from medcloud.ingest.schemas import (
     BucketPage,
     IngestResult,
@@ -16,7 +19,6 @@ from medcloud.ingest.schemas import (
     ReadingPage,
     ReadingsIn,
 )
-from medcloud.ingest.writer import running_writer
 from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.http import (
     Authorize,
@@ -71,19 +73,29 @@ async def ingest_readings(device_id: str, request: Request) -> Response:
     # jsonable_encoder cost more than storing the reading (docs/benchmarks.md).
     runtime = get_runtime(request)
     principal = await bearer_principal(request, runtime)
-    result = await service.receive_readings(
-        uow=runtime.uow(),
-        principal=principal,
-        device_id=device_id,
-        body=await request.body(),
-        content_type=request.headers.get("content-type"),
-        content_encoding=request.headers.get("content-encoding"),
-        idempotency_key=_idempotency_key(request),
-        settings=runtime.settings,
-        metrics=runtime.metrics,
-        cache=runtime.cache,
-        devices=runtime.devices,
-        writer=running_writer(runtime.services),
+    body = await request.body()
+    content_type = request.headers.get("content-type")
+    content_encoding = request.headers.get("content-encoding")
+    try:
+        decoded = decode(
+            body,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            max_inflated_bytes=runtime.settings.ingest.max_decompressed_bytes,
+            max_readings=runtime.settings.max_batch_readings,
+        )
+    except Undecodable as exc:
+        decoded = Decoded([], False, [exc.problem], exc.error)
+    replay = None
+    key = _idempotency_key(request)
+    if key is not None:
+        # The same key answers again only for the same body, sent the same way.
+        digest = hashlib.sha256(f"{content_type}\0{content_encoding}\0".encode())
+        digest.update(body)
+        scoped = hashlib.sha256(f"{device_id}\0{key}".encode()).hexdigest()
+        replay = Replay(f"ingest:idempotency:{scoped}", digest.hexdigest())
+    result = await runtime.services.require(Intake).receive(
+        principal, device_id, decoded, transport=Transport.HTTP, replay=replay
     )
     return Response(result.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type=JSON)
 

@@ -49,6 +49,9 @@ class Decoded:
     readings: list[ReadingIn]
     batch: bool
     problems: list[Problem]
+    error: DomainError | None = None
+    """What to answer when nothing could be read (a transport that has status codes says 400,
+    say, where the gate's refusals are 422)."""
 
 
 class Undecodable(Exception):

@@ -1,36 +1,37 @@
-"""What the ingest context runs beside its routes: the micro-batch writer and partition upkeep."""
+"""What the ingest context runs beside its routes: its use case and writer, partition upkeep."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import structlog
 
 from medcloud.config import Settings
 from medcloud.ingest import partitions
-from medcloud.ingest.writer import SERVICE, ReadingWriter
+from medcloud.ingest.intake import Intake
+from medcloud.ingest.writer import ReadingWriter
+from medcloud.platform.cache import Cache
 from medcloud.platform.clock import Clock
+from medcloud.platform.directory import DeviceDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
-_TASKS: set[asyncio.Task[None]] = set()
 
-
-async def start_writer(
+async def provide_intake(
     *,
     settings: Settings,
     uow_factory: UnitOfWorkFactory,
     metrics: Metrics,
-    services: dict[str, Any],
-    stop: asyncio.Event,
-) -> None:
-    """Start this process's micro-batch writer; it drains and stops with the process.
+    devices: DeviceDirectory,
+    cache: Cache,
+) -> Intake:
+    """Build this process's ingest use case with its micro-batch writer, which the process's
+    lifecycle runs, drains and stops.
 
-    An on-start hook rather than a background loop, so a server run without workers
+    Provided with the routes rather than with the workers, so a server run without workers
     (`serve --no-workers`) batches its writes too.
     """
     # SQLite has one writer at a time: a second flusher would only wait for the lock.
@@ -43,19 +44,7 @@ async def start_writer(
         max_pending_rows=settings.ingest.writer_max_pending_rows,
         flushers=flushers,
     )
-
-    async def run() -> None:
-        try:
-            await writer.run(stop)
-        finally:
-            if services.get(SERVICE) is writer:
-                del services[SERVICE]
-
-    services[SERVICE] = writer
-    task = asyncio.create_task(run(), name="ingest-writer")
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
-    await asyncio.sleep(0)  # let it start, so the first request finds it running
+    return Intake(settings, metrics, devices, cache, uow_factory, writer)
 
 
 async def maintain_partitions(

@@ -1,7 +1,6 @@
 """One MQTT telemetry message: its `msg_id`, its readings stored, and the answer to the device.
 
-What becomes of a message whatever connection it came on; `mqtt.py` holds the subscriber that
-takes messages from the broker and acknowledges them.
+What becomes of a message whatever connection it came on; `mqtt.py` takes it from the broker.
 """
 
 from __future__ import annotations
@@ -10,37 +9,27 @@ from typing import Any
 
 import orjson
 
-from medcloud.config import Settings
-from medcloud.ingest import service
 from medcloud.ingest.decode import decode_or_explain
+from medcloud.ingest.intake import Intake, Transport
 from medcloud.ingest.schemas import IngestResult
-from medcloud.ingest.writer import ReadingWriter
-from medcloud.platform.directory import DeviceDirectory, DeviceRef
 from medcloud.platform.errors import DomainError
-from medcloud.platform.metrics import Metrics
-from medcloud.platform.uow import UnitOfWork
-
-TRANSPORT = "mqtt"
+from medcloud.platform.security import DevicePrincipal
 
 
 async def receive_message(
-    *,
-    uow: UnitOfWork,
-    devices: DeviceDirectory,
-    device: DeviceRef,
+    intake: Intake,
+    device: DevicePrincipal,
     payload: bytes,
+    *,
     content_type: str | None,
     content_encoding: str | None,
-    settings: Settings,
-    metrics: Metrics,
-    writer: ReadingWriter | None,
 ) -> IngestResult:
     """Decode one telemetry message and store its readings once committed.
 
     Raise Invalid when any of it is refused (what was refused is then kept in quarantine, with
     its reasons), Unavailable when the store cannot take it now.
     """
-    principal = service.device_principal(device)
+    settings = intake.settings
     decoded = decode_or_explain(
         payload,
         content_type=content_type,
@@ -50,33 +39,7 @@ async def receive_message(
         field="payload",
         fragment=lambda: payload[:4096].decode("utf-8", "replace"),
     )
-    problems = decoded.problems
-    if not problems:
-        return await service.ingest_readings(
-            uow=uow,
-            principal=principal,
-            device_id=device.id,
-            readings=decoded.readings,
-            batch=decoded.batch,
-            settings=settings,
-            metrics=metrics,
-            devices=devices,
-            transport=TRANSPORT,
-            writer=writer,
-            # The device has more messages in flight: this one may wait to share a batch.
-            wait_ms=settings.ingest.writer_stream_batch_ms,
-        )
-    # The same quarantine HTTP keeps; receive_readings itself is HTTP's (its metrics say so).
-    await service.refuse(
-        uow,
-        principal,
-        problems,
-        transport=TRANSPORT,
-        settings=settings,
-        metrics=metrics,
-        total=len(problems),
-    )
-    raise AssertionError("refusing raises Invalid")
+    return await intake.receive(device, device.device_id, decoded, transport=Transport.MQTT)
 
 
 def split_msg_id(payload: bytes) -> tuple[bytes, str | None]:

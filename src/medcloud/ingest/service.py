@@ -1,13 +1,12 @@
-"""Write-side use cases of the ingest context: the data-quality gate and storing readings.
+"""The ingest context's rules on readings: the data-quality gate, rows in catalogue units, the
+patient a late reading belongs to, and the quarantine of what was refused.
 
-Reading them back is in `queries.py`.
+The use case that applies them for every transport is `intake.py`; reading back, `queries.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,22 +16,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from medcloud.config import Settings
 from medcloud.ingest import repository
-from medcloud.ingest.decode import Problem, Undecodable, decode
+from medcloud.ingest.decode import Problem
 from medcloud.ingest.repository import Row
-from medcloud.ingest.schemas import IngestResult, ReadingIn, UnitValue
-from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
-from medcloud.platform.cache import Cache
+from medcloud.ingest.schemas import ReadingIn, UnitValue
 from medcloud.platform.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
 from medcloud.platform.directory import DeviceDirectory, DeviceRef
-from medcloud.platform.errors import FieldError, Invalid, Unavailable
-from medcloud.platform.metrics import Metrics
-from medcloud.platform.policy import authorize_device_write
-from medcloud.platform.security import DevicePrincipal, Principal
+from medcloud.platform.errors import FieldError
+from medcloud.platform.security import DevicePrincipal
 from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
-RETRY_AFTER_SECONDS = 1
 UNITS = {code: kind.unit for code, kind in CATALOGUE.items()}
 
 
@@ -142,158 +136,6 @@ async def patients_before_change(
     return dict(zip(late, await devices.patients_at(device.device_id, late), strict=True))
 
 
-async def ingest_readings(
-    *,
-    uow: UnitOfWork,
-    principal: Principal,
-    device_id: str,
-    readings: Sequence[ReadingIn],
-    batch: bool,
-    settings: Settings,
-    metrics: Metrics,
-    devices: DeviceDirectory,
-    transport: str = "http",
-    writer: ReadingWriter | None = None,
-    wait_ms: float | None = None,
-) -> IngestResult:
-    """Store a device's readings all or nothing, and publish the newly stored ones.
-
-    Refused readings are kept in quarantine with their reasons before the refusal is raised.
-    With a running `writer` the rows share a micro-batch transaction with other requests' (and
-    may wait up to `wait_ms` for them, see `ReadingWriter.submit`); either way this returns only
-    after they are committed.
-    """
-    device = authorize_device_write(principal, device_id)
-    now = uow.clock.now()
-    problems = gate(readings, now=now, settings=settings, batch=batch)
-    if problems:
-        await refuse(
-            uow,
-            device,
-            problems,
-            transport=transport,
-            settings=settings,
-            metrics=metrics,
-            total=len(readings),
-        )
-    earlier = await patients_before_change(devices, device, readings)
-    rows = to_rows(readings, device, now=now, settings=settings, earlier_patients=earlier)
-    if writer is not None:
-        try:
-            stored = await writer.submit(
-                rows,
-                organisation_id=device.organisation_id,
-                device_id=device.device_id,
-                received_at=now,
-                wait_ms=wait_ms,
-            )
-        except Backlogged as exc:
-            metrics.readings_rejected.labels(transport, "backpressure").inc(len(rows))
-            raise Unavailable(
-                "the readings store is catching up; send again shortly",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from exc
-    else:
-        # No writer runs in this process (a unit test, a process without the ingest hooks):
-        # commit this request alone, exactly as a batch of one.
-        inline = Job(
-            device.organisation_id,
-            device.device_id,
-            now,
-            rows,
-            asyncio.get_running_loop().create_future(),
-        )
-        stored = (await store(lambda: uow, [inline]))[0]
-    metrics.readings_ingested.labels(transport).inc(len(stored))
-    drifted = sum(1 for row in rows if row.clock_drift)
-    if drifted:
-        metrics.readings_clock_drift.labels(transport).inc(drifted)
-    return IngestResult(
-        device_id=device_id,
-        accepted=len(rows),
-        stored=len(stored),
-        duplicates=len(rows) - len(stored),
-    )
-
-
-async def receive_readings(
-    *,
-    uow: UnitOfWork,
-    principal: Principal,
-    device_id: str,
-    body: bytes,
-    content_type: str | None,
-    content_encoding: str | None,
-    idempotency_key: str | None,
-    settings: Settings,
-    metrics: Metrics,
-    cache: Cache,
-    devices: DeviceDirectory,
-    writer: ReadingWriter | None,
-) -> IngestResult:
-    """Decode an HTTP body (JSON or NDJSON, gzip or not) and ingest it; replay the answer to a
-    repeated Idempotency-Key with the same body, refuse the key with another body."""
-    device = authorize_device_write(principal, device_id)
-    record_key = digest = None
-    if idempotency_key is not None:
-        record_key = (
-            "ingest:idempotency:"
-            + hashlib.sha256(f"{device.device_id}\0{idempotency_key}".encode()).hexdigest()
-        )
-        hasher = hashlib.sha256(f"{content_type}\0{content_encoding}\0".encode())
-        hasher.update(body)
-        digest = hasher.hexdigest()
-        seen = await cache.get(record_key)
-        if seen is not None:
-            record = orjson.loads(seen)
-            if record["digest"] != digest:
-                raise Invalid(
-                    "this Idempotency-Key was used with another body",
-                    errors=[FieldError("header.idempotency-key", "already used with another body")],
-                )
-            return IngestResult.model_validate(record["result"])
-    try:
-        decoded = decode(
-            body,
-            content_type=content_type,
-            content_encoding=content_encoding,
-            max_inflated_bytes=settings.ingest.max_decompressed_bytes,
-            max_readings=settings.max_batch_readings,
-        )
-    except Undecodable as exc:
-        await keep_refused(uow, device, [exc.problem], transport="http", settings=settings)
-        metrics.readings_rejected.labels("http", exc.problem.reason).inc()
-        raise exc.error from None
-    if decoded.problems:
-        await refuse(
-            uow,
-            device,
-            decoded.problems,
-            transport="http",
-            settings=settings,
-            metrics=metrics,
-            total=len(decoded.problems),
-        )
-    result = await ingest_readings(
-        uow=uow,
-        principal=principal,
-        device_id=device_id,
-        readings=decoded.readings,
-        batch=decoded.batch,
-        settings=settings,
-        metrics=metrics,
-        devices=devices,
-        writer=writer,
-    )
-    if record_key is not None:
-        await cache.set(
-            record_key,
-            orjson.dumps({"digest": digest, "result": result.model_dump()}),
-            ttl_seconds=settings.ingest.idempotency_ttl_seconds,
-        )
-    return result
-
-
 def device_principal(device: DeviceRef) -> DevicePrincipal:
     """Act as a device found in the directory rather than by its token (MQTT, file uploads,
     where the broker or the object store has already authenticated it)."""
@@ -302,27 +144,6 @@ def device_principal(device: DeviceRef) -> DevicePrincipal:
         organisation_id=device.organisation_id,
         patient_id=device.patient_id,
         patient_since=device.patient_since,
-    )
-
-
-async def refuse(
-    uow: UnitOfWork,
-    device: DevicePrincipal,
-    problems: Sequence[Problem],
-    *,
-    transport: str,
-    settings: Settings,
-    metrics: Metrics,
-    total: int,
-) -> None:
-    """Keep the refused readings in quarantine, count them, and refuse the whole request."""
-    await keep_refused(uow, device, problems, transport=transport, settings=settings)
-    for problem in problems:
-        metrics.readings_rejected.labels(transport, problem.reason).inc()
-    errors = [problem.error for problem in problems]
-    raise Invalid(
-        f"{len(errors)} problem(s) in the readings; none of the {total} were stored",
-        errors=errors,
     )
 
 

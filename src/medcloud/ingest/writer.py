@@ -16,9 +16,8 @@ import datetime as dt
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -253,13 +252,3 @@ class ReadingWriter:
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(error)
-
-
-SERVICE = "reading_writer"
-"""The name the running writer goes by in `Runtime.services`."""
-
-
-def running_writer(services: Mapping[str, Any]) -> ReadingWriter | None:
-    """Return this process's writer while it accepts work, else None."""
-    writer = services.get(SERVICE)
-    return writer if isinstance(writer, ReadingWriter) and writer.running else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medcloud.notifications.api import router
 from medcloud.notifications.handlers import SUBSCRIPTIONS
-from medcloud.notifications.loops import deliver, demo_mailbox, escalate, start_notifier
+from medcloud.notifications.loops import deliver, demo_mailbox, escalate, provide_notifier
 from medcloud.platform.context import Context
 
 CONTEXT = Context(
@@ -15,6 +15,6 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    on_start=(start_notifier,),
+    provides=(provide_notifier,),
     background=(demo_mailbox, escalate, deliver),
 )

@@ -42,8 +42,7 @@ Token = Annotated[str, Query(min_length=20, max_length=1000)]
 
 
 def _notifier(runtime: Runtime) -> Notifier:
-    notifier: Notifier = runtime.services["notifier"]
-    return notifier
+    return runtime.services.require(Notifier)
 
 
 @router.get(
@@ -73,7 +72,7 @@ async def alert_stream(
         uow_factory=runtime.uow,
         care=runtime.care,
         settings=runtime.settings,
-        notifier=runtime.services.get("notifier"),
+        notifier=runtime.services.get(Notifier),
         principal=principal,
         last_event_id=resume,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
 import structlog
 from sqlalchemy import delete
@@ -25,9 +24,9 @@ log = structlog.get_logger(__name__)
 PRUNE_EVERY = dt.timedelta(hours=1)
 
 
-async def start_notifier(*, settings: Settings, services: dict[str, Any]) -> None:
+async def provide_notifier(*, settings: Settings) -> Notifier:
     """Give handlers, loops and routes of this process their shared `notifier`."""
-    services["notifier"] = Notifier(link_key(settings))
+    return Notifier(link_key(settings))
 
 
 async def escalate(

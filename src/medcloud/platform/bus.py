@@ -11,7 +11,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -23,6 +23,7 @@ from medcloud.platform.uow import UnitOfWork, UnitOfWorkFactory
 log = structlog.get_logger(__name__)
 
 Handler = Callable[..., Awaitable[None]]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ async def _mark_processed(uow: UnitOfWork, consumer: str, event_ids: Sequence[st
     return [i for i in event_ids if i in recorded]
 
 
-def inject(handler: Handler, dependencies: dict[str, Any]) -> Handler:
+def inject(handler: Callable[..., R], dependencies: dict[str, Any]) -> Callable[..., R]:
     """Bind the keyword-only dependencies a handler names (cosmicpython's bootstrap idiom)."""
     code = handler.__code__
     names = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]

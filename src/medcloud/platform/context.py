@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter
 
@@ -12,6 +14,15 @@ from medcloud.config import Settings
 from medcloud.platform.bus import Subscription
 
 Hook = Callable[..., Awaitable[None]]
+
+
+@runtime_checkable
+class Runs(Protocol):
+    """A provided service that works until its process stops (the ingest writer)."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, finish what was handed over, then return."""
+        ...
 
 
 def no_large_bodies(_settings: Settings) -> Sequence[tuple[str, int]]:
@@ -32,6 +43,10 @@ class Context:
     migrations: Path | None = None
     on_start: Sequence[Hook] = ()
     """Run once when a server or worker starts (after migrations)."""
+    provides: Sequence[Callable[..., Awaitable[object]]] = ()
+    """Build the services this context offers the process (see `Runtime.services`), once, as
+    a server or worker starts. One with `run(stop)` is run by the process's lifecycle, which
+    owns it: stopped with the process, after the loops that may still hand it work."""
     background: Sequence[Hook] = field(default_factory=tuple)
     """Long-running loops started with the workers and cancelled at shutdown."""
     large_bodies: Callable[[Settings], Sequence[tuple[str, int]]] = no_large_bodies

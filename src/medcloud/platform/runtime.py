@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +25,41 @@ from medcloud.platform.objects import ObjectStore
 from medcloud.platform.outbox import OutboxRelay
 from medcloud.platform.security import TokenService, fetch_jwks
 from medcloud.platform.uow import UnitOfWork
+
+T = TypeVar("T")
+
+
+class Services:
+    """What contexts provide for the process, found by type: routes ask for `Intake`, not
+    for a name. Handlers and hooks may also take one as a parameter named after its class in
+    snake case (`notifier: Notifier`)."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type[Any], Any] = {}
+
+    def provide(self, service: object) -> None:
+        """Offer `service` to the process, in place of any other of its type."""
+        self._by_type[type(service)] = service
+
+    def get(self, kind: type[T]) -> T | None:
+        """Return the service of type `kind`, None when no context provides it here."""
+        found = self._by_type.get(kind)
+        return found if isinstance(found, kind) else None
+
+    def require(self, kind: type[T]) -> T:
+        """Return the service of type `kind`; a process without it is misassembled."""
+        found = self.get(kind)
+        if found is None:
+            raise LookupError(f"no context of this process provides {kind.__name__}")
+        return found
+
+    def by_name(self) -> dict[str, Any]:
+        """The services under their parameter names, for handlers and hooks."""
+        return {_snake(kind.__name__): service for kind, service in self._by_type.items()}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 @dataclass
@@ -45,9 +81,8 @@ class Runtime:
     care: CareDirectory
     readings: ReadingHistory
     objects: ObjectStore
-    services: dict[str, Any] = field(default_factory=dict)
-    """Services a context starts and owns (the ingest writer), by name. Start hooks put them
-    here; handlers and loops may then ask for them by that name, routes read them here."""
+    services: Services = field(default_factory=lambda: Services())
+    """What contexts provide for the process (the ingest intake, the notifier), by type."""
 
     _keys_fetched_at: float = field(default=0.0, repr=False)
 
@@ -82,4 +117,4 @@ class Runtime:
             "tokens": self.tokens,
             "objects": self.objects,
             "services": self.services,
-        } | self.services
+        } | self.services.by_name()

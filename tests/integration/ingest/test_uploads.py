@@ -20,8 +20,10 @@ from sqlalchemy import func, select
 
 from medcloud.config import Settings
 from medcloud.functions.uploads import UploadsFailed, handler
+from medcloud.ingest.intake import Intake
 from medcloud.ingest.models import Reading
-from medcloud.ingest.uploads import Outcome, UploadOutcome, object_created_event, process_upload
+from medcloud.ingest.upload_files import Outcome, UploadOutcome, object_created_event
+from medcloud.ingest.uploads import process_upload
 from medcloud.platform.objects import ObjectStore
 from medcloud.platform.runtime import Runtime
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -57,15 +59,8 @@ def objects_of(api: Api) -> ObjectStore:
 
 async def process(api: Api, key: str) -> UploadOutcome:
     runtime = runtime_of(api)
-    return await process_upload(
-        key,
-        objects=runtime.objects,
-        uow_factory=runtime.uow,
-        devices=runtime.devices,
-        settings=runtime.settings,
-        metrics=runtime.metrics,
-        clock=runtime.clock,
-    )
+    intake = runtime.services.require(Intake)
+    return await process_upload(key, objects=runtime.objects, intake=intake, clock=runtime.clock)
 
 
 def ndjson(*readings: dict[str, Any]) -> bytes:

@@ -11,6 +11,7 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from medcloud.config import Settings
+from medcloud.ingest.intake import Intake
 from medcloud.ingest.mqtt import consume_mqtt
 from medcloud.platform.metrics import Metrics
 from tests.support.client import Api, bearer, eventually, now, reading
@@ -213,10 +214,8 @@ async def test_two_workers_in_the_shared_group_both_take_work(
     worker_b = asyncio.create_task(
         consume_mqtt(
             settings=runtime.settings,
-            uow_factory=runtime.uow,
-            devices=runtime.devices,
+            intake=runtime.services.require(Intake),
             metrics=second,
-            services=runtime.services,
             stop=stop,
             client_id="medcloud-ingest-b",
         )

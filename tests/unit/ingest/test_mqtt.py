@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import aiomqtt
 import orjson
 
 from medcloud.config import MqttSettings, Settings
-from medcloud.ingest.mqtt import DeviceCache, Subscriber, _Link, worker_acls
+from medcloud.ingest.intake import DeviceCache, Intake
+from medcloud.ingest.mqtt import take_telemetry, worker_acls
 from medcloud.ingest.mqtt_messages import ack_body, split_msg_id
 from medcloud.ingest.schemas import IngestResult
+from medcloud.platform.cache import MemoryCache
 from medcloud.platform.directory import DeviceRef
 from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.metrics import Metrics
@@ -109,20 +110,6 @@ async def test_concurrent_misses_for_one_device_share_a_lookup() -> None:
     assert sum(fresh for _, fresh in found) == 1
 
 
-class FakePaho:
-    """Records what the subscriber sends on a connection (`Paho`'s interface)."""
-
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-        self.published: list[str] = []
-
-    def acknowledge(self, message: aiomqtt.Message) -> None:
-        self.acked.append(message.mid)
-
-    def publish(self, topic: str, *args: object, **kwargs: object) -> None:  # noqa: ARG002
-        self.published.append(topic)
-
-
 async def test_a_message_of_an_unknown_or_decommissioned_device_is_counted_and_acknowledged() -> (
     None
 ):
@@ -133,21 +120,13 @@ async def test_a_message_of_an_unknown_or_decommissioned_device_is_counted_and_a
     def no_uow() -> UnitOfWork:
         raise AssertionError("nothing is stored")
 
-    subscriber = Subscriber(
-        settings=settings,
-        uow_factory=no_uow,
-        devices=CountingDirectory({"retired": retired}),
-        metrics=metrics,
-        services={},
-    )
-    paho = FakePaho()
-    link = _Link(SimpleNamespace(), paho)  # type: ignore[arg-type]
+    devices = CountingDirectory({"retired": retired})
+    intake = Intake(settings, metrics, devices, MemoryCache(), no_uow)
     for mid, device_id in enumerate(("retired", "ghost"), start=1):
         message = aiomqtt.Message(f"devices/{device_id}/telemetry", b"{}", 1, False, mid, None)
-        await subscriber._take(link, message)
+        handled = await take_telemetry(intake, message)
+        # Acknowledged (the subscriber acknowledges whatever is handled), nobody to answer.
+        assert (handled.outcome, handled.answer) == ("unknown_device", None)
 
-    assert paho.acked == [1, 2]
-    assert paho.published == []  # nobody to answer
     rejected = {"transport": "mqtt", "reason": "unknown_device"}
     assert metrics.registry.get_sample_value("readings_rejected_total", rejected) == 2
-    assert metrics.registry.get_sample_value("mqtt_messages_total", {"outcome": "unknown_device"})

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from medcloud.ingest.uploads import (
+from medcloud.ingest.upload_files import (
     NotAnUpload,
     Outcome,
     UploadOutcome,

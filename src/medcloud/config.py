@@ -184,6 +184,11 @@ class MqttSettings(BaseModel):
     client_id: str = "medcloud-ingest"
     """The subscriber's client id; keep it stable per worker, so a restarted worker resumes the
     broker session that holds its unacknowledged messages."""
+    worker_client_ids: list[str] = Field(default_factory=list)
+    """Every subscribing worker's client id (`["medcloud-ingest-0", "medcloud-ingest-1"]`), set
+    alike on every process of a split deployment: when the broker is first provisioned their
+    sessions are made, subscribed, so telemetry published before the workers first start waits
+    for them. Empty: only this process's own id, if it subscribes."""
     share_group: str = Field(default="medcloud", pattern=r"^[^/+#]+$")
     """Shared-subscription group: the workers in it split the devices' telemetry."""
     session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)

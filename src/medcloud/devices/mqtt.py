@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from medcloud.config import Settings
+from medcloud.config import MqttSettings, Settings
 from medcloud.platform.dynsec import (
     Acl,
     BrokerUnavailable,
@@ -25,6 +25,7 @@ from medcloud.platform.dynsec import (
     require,
 )
 from medcloud.platform.mqtt import ack_topic, telemetry_topic
+from medcloud.platform.mqtt_workers import provision_workers
 
 __all__ = ["NO_BROKER", "BrokerAccess", "BrokerUnavailable", "DeviceCredentials", "broker_access"]
 
@@ -89,17 +90,26 @@ NO_BROKER = NoBroker()
 def broker_access(settings: Settings) -> BrokerAccess:
     """Return the broker access the settings configure (none without MQTT admin credentials)."""
     admin = dynamic_security(settings)
-    return NO_BROKER if admin is None else DeviceCredentials(admin)
+    return NO_BROKER if admin is None else DeviceCredentials(admin, settings.mqtt)
 
 
 class DeviceCredentials:
     """Device clients and roles, through the dynamic-security plugin."""
 
-    def __init__(self, admin: DynamicSecurity) -> None:
+    def __init__(self, admin: DynamicSecurity, settings: MqttSettings) -> None:
         self._admin = admin
+        self._settings = settings
+        self._workers_ready = False
 
     async def grant(self, device_id: str, token: str) -> None:
-        """Create the device's role and client (or, if a leftover exists, reset it)."""
+        """Create the device's role and client (or, if a leftover exists, reset it).
+
+        The workers' access and waiting sessions come first (once per process), so that what
+        the device publishes as soon as it can connect has a subscription to land in.
+        """
+        if not self._workers_ready:
+            await provision_workers(self._admin, self._settings)
+            self._workers_ready = True
         role = device_role(device_id)
         created_role, created_client = await self._admin.execute(
             [

@@ -21,59 +21,17 @@ import structlog
 from medcloud.config import Settings
 from medcloud.ingest.intake import Intake, Transport
 from medcloud.ingest.mqtt_messages import ack_body, receive_message, split_msg_id
-from medcloud.platform.dynsec import Acl, DynamicSecurity, dynamic_security, failed, require
+from medcloud.platform.dynsec import dynamic_security
 from medcloud.platform.errors import Invalid
 from medcloud.platform.metrics import Metrics
-from medcloud.platform.mqtt import (
-    ACK_FILTER,
-    TELEMETRY_FILTER,
-    BrokerAddress,
-    ack_topic,
-    device_of,
-    shared_telemetry,
-)
+from medcloud.platform.mqtt import ack_topic, device_of, shared_telemetry
+from medcloud.platform.mqtt_workers import provision_workers
 from medcloud.platform.subscriber import Answer, Handled, SharedSubscriber
 
 if TYPE_CHECKING:
     import aiomqtt
 
 log = structlog.get_logger(__name__)
-
-INGEST_ROLE = "medcloud-ingest"
-
-
-def worker_acls(share_group: str) -> list[Acl]:
-    """What the ingest workers may do on the broker: take telemetry, answer devices."""
-    return [
-        {"acltype": "subscribePattern", "topic": shared_telemetry(share_group), "allow": True},
-        {"acltype": "publishClientReceive", "topic": TELEMETRY_FILTER, "allow": True},
-        {"acltype": "publishClientSend", "topic": ACK_FILTER, "allow": True},
-    ]
-
-
-async def ensure_worker_access(
-    admin: DynamicSecurity, *, username: str, password: str, share_group: str
-) -> None:
-    """Give the workers their broker role and client (dynamic security) where missing.
-
-    An existing client keeps its password: resetting it would disconnect every worker using it,
-    so a changed worker password is set with `mosquitto_ctrl dynsec setClientPassword`.
-    """
-    await admin.ensure_role(INGEST_ROLE, worker_acls(share_group))
-    (created,) = await admin.execute(
-        [
-            {
-                "command": "createClient",
-                "username": username,
-                "password": password,
-                "roles": [{"rolename": INGEST_ROLE}],
-            }
-        ]
-    )
-    if failed(created, "already exists"):
-        await admin.ensure_client_role(username, INGEST_ROLE)
-    else:
-        require(created)
 
 
 async def take_telemetry(intake: Intake, message: aiomqtt.Message) -> Handled:
@@ -128,20 +86,13 @@ async def consume_mqtt(
     if not settings.mqtt.url or not settings.mqtt.subscribe:
         await stop.wait()  # returning would have the supervisor start it again at once
         return
-    address = BrokerAddress.from_url(settings.mqtt.url)
     admin = dynamic_security(settings)
     provision = None
-    if admin is not None and address.username:
-        username, password = address.username, address.password or ""
+    if admin is not None:
 
         async def provision() -> None:
             # With the broker's admin credentials, a worker sees to its own access.
-            await ensure_worker_access(
-                admin,
-                username=username,
-                password=password,
-                share_group=settings.mqtt.share_group,
-            )
+            await provision_workers(admin, settings.mqtt)
 
     async def handle(message: aiomqtt.Message) -> Handled:
         return await take_telemetry(intake, message)

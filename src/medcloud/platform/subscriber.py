@@ -90,7 +90,6 @@ class SharedSubscriber:
         self._metrics = metrics
         self._provision = provision
         self._client_id = client_id or settings.client_id
-        self._address = BrokerAddress.from_url(settings.url)
         self._slots = asyncio.Semaphore(settings.receive_maximum)
         self._handlers: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -130,20 +129,7 @@ class SharedSubscriber:
     async def _session(self, stop: asyncio.Event) -> bool:
         """Connect, subscribe and take messages until `stop` (True) or the connection drops."""
         mqtt = self._settings
-        connect = properties("CONNECT")
-        connect.SessionExpiryInterval = mqtt.session_expiry_seconds
-        connect.ReceiveMaximum = mqtt.receive_maximum
-        client = self._address.client(
-            identifier=self._client_id,
-            clean_start=False,  # resume the session that holds what was not acknowledged
-            properties=connect,
-            keepalive=mqtt.keepalive_seconds,
-            # No limit on our own QoS 1 answers: paho would hold back those beyond it (20 by
-            # default) while the PUBACK that follows each went out ahead of it.
-            max_inflight_messages=0,
-        )
-        paho = Paho(client)
-        paho.acknowledge_manually()
+        client, paho = _persistent_client(mqtt, self._client_id)
         async with client:
             link = _Link(client, paho)
             try:
@@ -249,6 +235,38 @@ class SharedSubscriber:
             extra = properties("PUBLISH")
             extra.CorrelationData = answer.correlation
         link.paho.publish(answer.topic, answer.payload, qos=1, properties=extra)
+
+
+async def reserve_session(settings: MqttSettings, topic: str, client_id: str) -> None:
+    """Make `client_id`'s persistent session exist, subscribed to `topic`, and leave it waiting.
+
+    The broker then queues what matches for that session until a subscriber resumes it under
+    the same id. Anything delivered during this short connection stays unacknowledged, so the
+    broker hands it over again on that resumption.
+    """
+    client, _ = _persistent_client(settings, client_id)
+    async with client:
+        await client.subscribe(topic, qos=1)
+    log.info("mqtt.subscriber.session_reserved", client_id=client_id, topic=topic)
+
+
+def _persistent_client(settings: MqttSettings, client_id: str) -> tuple[aiomqtt.Client, Paho]:
+    """A client that resumes (or starts) `client_id`'s session and acknowledges by hand."""
+    connect = properties("CONNECT")
+    connect.SessionExpiryInterval = settings.session_expiry_seconds
+    connect.ReceiveMaximum = settings.receive_maximum
+    client = BrokerAddress.from_url(settings.url).client(
+        identifier=client_id,
+        clean_start=False,  # resume the session that holds what was not acknowledged
+        properties=connect,
+        keepalive=settings.keepalive_seconds,
+        # No limit on our own QoS 1 answers: paho would hold back those beyond it (20 by
+        # default) while the PUBACK that follows each went out ahead of it.
+        max_inflight_messages=0,
+    )
+    paho = Paho(client)
+    paho.acknowledge_manually()  # before connecting: nothing of a resumed session goes early
+    return client, paho
 
 
 class _Dropped(Exception):

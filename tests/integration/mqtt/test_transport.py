@@ -293,3 +293,50 @@ async def test_registration_answers_503_when_the_broker_cannot_provision_the_dev
         assert response.headers["retry-after"]
         listed = await api.http.get("/api/v1/devices", headers=bearer(alice))
         assert listed.json()["items"] == []
+
+
+async def test_readings_published_before_any_worker_subscribed_are_stored_when_one_comes(
+    settings: Settings, broker: Broker
+) -> None:
+    from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+    from tests.support.client import running
+
+    # An API process alone provisions the device; no worker has ever subscribed.
+    workers = ["medcloud-ingest"]
+    api_only = settings.model_copy(
+        update={"mqtt": broker.settings(subscribe=False, worker_client_ids=workers)}
+    )
+    async with running(api_only) as api:
+        alice = await api.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+        device = await api.register_device(alice)
+        start = now() - dt.timedelta(minutes=1)
+        async with mqtt_device(broker, device["id"], device["token"]) as monitor:
+            for i in range(3):
+                await monitor.publish(reading(start + dt.timedelta(seconds=i), heart_rate=70 + i))
+
+        # The first worker's session was waiting, subscribed: it holds all three.
+        runtime = api.app.state.runtime
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            consume_mqtt(
+                settings=runtime.settings.model_copy(
+                    update={"mqtt": broker.settings(subscribe=True)}
+                ),
+                intake=runtime.services.require(Intake),
+                metrics=Metrics(),
+                stop=stop,
+            )
+        )
+        try:
+            assert await eventually(lambda: _count(api, alice, device["id"], 3), timeout=30), (
+                broker.log()
+            )
+        finally:
+            stop.set()
+            await worker
+        items = await api.readings(alice, device["id"])
+        assert sorted(i["value"] for i in items) == [70, 71, 72]
+
+
+async def _count(api: Api, token: str, device_id: str, expected: int) -> bool:
+    return len(await api.readings(token, device_id)) == expected

@@ -11,13 +11,14 @@ import orjson
 
 from medcloud.config import MqttSettings, Settings
 from medcloud.ingest.intake import DeviceCache, Intake
-from medcloud.ingest.mqtt import take_telemetry, worker_acls
+from medcloud.ingest.mqtt import take_telemetry
 from medcloud.ingest.mqtt_messages import ack_body, split_msg_id
 from medcloud.ingest.schemas import IngestResult
 from medcloud.platform.cache import MemoryCache
 from medcloud.platform.directory import DeviceRef
 from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.metrics import Metrics
+from medcloud.platform.mqtt_workers import worker_acls
 from medcloud.platform.uow import UnitOfWork
 
 

@@ -24,6 +24,7 @@ import structlog
 from medcloud.ingest import repository
 from medcloud.ingest.events import ReadingsCollected, Sample
 from medcloud.ingest.repository import Row
+from medcloud.platform.clock import SystemTimer, Timer
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWorkFactory
 
@@ -44,7 +45,7 @@ class Job:
     rows: list[Row]
     future: asyncio.Future[list[Row]] = field(repr=False)
     due: float = 0.0
-    """When (time.monotonic) the job should be committed at the latest, rows arriving or not."""
+    """When (the writer's timer) the job should be committed at the latest, rows arriving or not."""
 
 
 async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[list[Row]]:
@@ -108,8 +109,10 @@ class ReadingWriter:
         batch_ms: float,
         max_pending_rows: int,
         flushers: int = 1,
+        timer: Timer | None = None,
     ) -> None:
         self._uow_factory = uow_factory
+        self._timer = timer or SystemTimer()
         self._metrics = metrics
         self._batch_rows = batch_rows
         self._linger = batch_ms / 1000
@@ -155,7 +158,7 @@ class ReadingWriter:
             raise Backlogged(f"{self._pending_rows} rows are waiting to be written")
         future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         patience = self._linger if wait_ms is None else max(wait_ms / 1000, self._linger)
-        due = time.monotonic() + patience
+        due = self._timer.monotonic() + patience
         self._queue.append(Job(organisation_id, device_id, received_at, rows, future, due))
         self._due = min(self._due, due)
         self._queued_rows += len(rows)
@@ -217,11 +220,12 @@ class ReadingWriter:
         """
         while True:
             arrivals = self._arrivals
-            await asyncio.sleep(max(0.0, min(self._linger, self._due - time.monotonic())))
+            timer = self._timer
+            await timer.sleep(max(0.0, min(self._linger, self._due - timer.monotonic())))
             if (
                 self._arrivals == arrivals
                 or self._queued_rows >= self._batch_rows
-                or time.monotonic() >= self._due
+                or timer.monotonic() >= self._due
                 or stop.is_set()
             ):
                 return

@@ -1,4 +1,7 @@
-"""The micro-batch writer: batches requests, answers each after commit, refuses when full."""
+"""The micro-batch writer: batches requests, answers each after commit, refuses when full.
+
+Time is the writer's injected timer, moved by the test: no test here waits on the wall clock.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from medcloud.ingest import writer as writer_module
 from medcloud.ingest.repository import Row
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter
+from medcloud.platform.clock import ManualTimer
 from medcloud.platform.metrics import Metrics
 
 T = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
@@ -40,8 +44,10 @@ class FakeStore:
 
     batches: list[list[str]] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, _factory: object, jobs: Sequence[Job]) -> list[list[Row]]:
+        self.entered.set()
         await self.gate.wait()
         self.batches.append([job.device_id for job in jobs])
         return [list(job.rows) for job in jobs]
@@ -55,15 +61,31 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
     return fake
 
 
-def make(**overrides: Any) -> ReadingWriter:
+@pytest.fixture
+def timer() -> ManualTimer:
+    return ManualTimer()
+
+
+async def idle() -> None:
+    """Let every task that can run, run, until all wait on the timer, a gate or a future."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def make(timer: ManualTimer, **overrides: Any) -> ReadingWriter:
     options: dict[str, Any] = {"batch_rows": 100, "batch_ms": 5, "max_pending_rows": 1000}
-    return ReadingWriter(uow_factory=lambda: None, metrics=Metrics(), **(options | overrides))  # type: ignore[arg-type,return-value]
+    return ReadingWriter(
+        uow_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        metrics=Metrics(),
+        timer=timer,
+        **(options | overrides),
+    )
 
 
 @asynccontextmanager
-async def running(**overrides: Any) -> AsyncIterator[ReadingWriter]:
+async def running(timer: ManualTimer, **overrides: Any) -> AsyncIterator[ReadingWriter]:
     """A writer running for the block, then stopped once what it holds is written."""
-    writer, stop = make(**overrides), asyncio.Event()
+    writer, stop = make(timer, **overrides), asyncio.Event()
     task = asyncio.create_task(writer.run(stop))
     await asyncio.sleep(0)
     try:
@@ -73,32 +95,69 @@ async def running(**overrides: Any) -> AsyncIterator[ReadingWriter]:
         await task
 
 
+async def drained(timer: ManualTimer, tasks: Sequence[asyncio.Task[list[Row]]]) -> None:
+    """Move time on, a lull at a time, until every task's rows are committed."""
+    for _ in range(100):
+        await idle()
+        if all(task.done() for task in tasks):
+            await asyncio.gather(*tasks)
+            return
+        timer.advance(0.050)
+    raise AssertionError("rows were never committed")
+
+
+def sent(
+    writer: ReadingWriter, device: str, n: int = 1, wait_ms: float | None = None
+) -> asyncio.Task[list[Row]]:
+    return asyncio.create_task(submit(writer, device, n, wait_ms))
+
+
 async def test_concurrent_requests_are_committed_together_and_each_gets_its_rows(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
-    async with running() as writer:
-        results = await asyncio.gather(*(submit(writer, f"d{i}", 3) for i in range(5)))
+    async with running(timer) as writer:
+        requests = [sent(writer, f"d{i}", 3) for i in range(5)]
+        await idle()
+        assert batches.batches == []  # lingering for more
+        timer.advance(0.005)
+        results = await asyncio.gather(*requests)
     assert [len(r) for r in results] == [3] * 5
     assert [r[0].device_id for r in results] == [f"d{i}" for i in range(5)]
     assert len(batches.batches) == 1 and sorted(batches.batches[0]) == [f"d{i}" for i in range(5)]
 
 
+async def test_a_full_batch_is_committed_without_lingering(
+    batches: FakeStore, timer: ManualTimer
+) -> None:
+    async with running(timer, batch_rows=10) as writer:
+        first = sent(writer, "a", 4)
+        second = sent(writer, "b", 6)
+        await idle()
+        assert batches.batches == [["a", "b"]]  # time never moved
+        assert [len(await first), len(await second)] == [4, 6]
+
+
 async def test_a_full_writer_refuses_at_once_instead_of_queueing(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
     batches.gate.clear()  # the database is stuck
-    async with running(max_pending_rows=10) as writer:
-        first = asyncio.create_task(submit(writer, "a", 8))
-        await asyncio.sleep(0.02)
+    async with running(timer, max_pending_rows=10) as writer:
+        first = sent(writer, "a", 8)
+        await idle()
+        timer.advance(0.005)
+        await batches.entered.wait()
         with pytest.raises(Backlogged):
             await submit(writer, "b", 8)
         batches.gate.set()
         assert len(await first) == 8
-        assert len(await submit(writer, "b", 8)) == 8
+        second = sent(writer, "b", 8)
+        await idle()
+        timer.advance(0.005)
+        assert len(await second) == 8
 
 
-async def test_a_stopped_writer_refuses_new_work(batches: FakeStore) -> None:
-    writer, stop = make(), asyncio.Event()
+async def test_a_stopped_writer_refuses_new_work(batches: FakeStore, timer: ManualTimer) -> None:
+    writer, stop = make(timer), asyncio.Event()
     stop.set()
     await writer.run(stop)
     with pytest.raises(Backlogged):
@@ -107,57 +166,65 @@ async def test_a_stopped_writer_refuses_new_work(batches: FakeStore) -> None:
 
 
 async def test_a_steady_stream_is_gathered_into_one_batch_until_it_pauses(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
-    async with running(batch_ms=40) as writer:
-        sent = []
+    async with running(timer, batch_ms=40) as writer:
+        stream = []
         for i in range(8):  # each arrives well within batch_ms of the one before
-            sent.append(asyncio.create_task(submit(writer, f"d{i}", 1, wait_ms=60_000)))
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*sent)
+            stream.append(sent(writer, f"d{i}", wait_ms=60_000))
+            await idle()
+            timer.advance(0.010)
+        await idle()
+        assert batches.batches == []
+        timer.advance(0.040)  # the pause
+        await drained(timer, stream)
         assert batches.batches == [[f"d{i}" for i in range(8)]]
 
 
 async def test_a_lone_message_is_committed_after_the_lull_not_its_patience(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
-    async with running(batch_ms=5) as writer:
-        async with asyncio.timeout(10):
-            assert len(await submit(writer, "d1", 2, wait_ms=60_000)) == 2
+    async with running(timer, batch_ms=5) as writer:
+        message = sent(writer, "d1", 2, wait_ms=60_000)
+        await idle()
+        timer.advance(0.005)
+        await idle()
+        assert message.done() and len(message.result()) == 2
 
 
 async def test_a_request_is_committed_when_due_even_while_messages_keep_arriving(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
-    async with running(batch_ms=40) as writer:
-        streaming = True
-        messages: list[asyncio.Task[list[Row]]] = []
-
-        async def stream() -> None:
-            while streaming:
-                sent = submit(writer, f"m{len(messages)}", 1, wait_ms=60_000)
-                messages.append(asyncio.create_task(sent))
-                await asyncio.sleep(0.01)
-
-        streamer = asyncio.create_task(stream())
-        await asyncio.sleep(0.05)
-        async with asyncio.timeout(10):
-            assert len(await submit(writer, "request", 1)) == 1  # due 40 ms after it came
-        streaming = False
-        await streamer
-        await asyncio.gather(*messages)
-    assert "request" in batches.batches[0]
+    async with running(timer, batch_ms=40) as writer:
+        messages = []
+        for i in range(5):
+            messages.append(sent(writer, f"m{i}", wait_ms=60_000))
+            await idle()
+            timer.advance(0.010)
+        request = sent(writer, "request")  # due 40 ms after it comes
+        for i in range(5, 9):  # messages keep arriving, 10 ms apart: never a lull
+            await idle()
+            assert not request.done()
+            messages.append(sent(writer, f"m{i}", wait_ms=60_000))
+            timer.advance(0.010)
+        await idle()
+        assert request.done() and len(request.result()) == 1
+        assert "request" in batches.batches[0]
+        await drained(timer, messages)
 
 
 async def test_a_stream_that_never_pauses_is_committed_when_its_oldest_is_due(
-    batches: FakeStore,
+    batches: FakeStore, timer: ManualTimer
 ) -> None:
-    async with running(batch_ms=40) as writer:
-        sent = []
+    async with running(timer, batch_ms=40) as writer:
+        stream = []
         for i in range(40):  # 400 ms of arrivals 10 ms apart, each allowed to wait 100 ms
-            sent.append(asyncio.create_task(submit(writer, f"d{i}", 1, wait_ms=100)))
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*sent)
-        assert len(batches.batches) >= 2
-        committed = sorted(device for batch in batches.batches for device in batch)
-        assert committed == sorted(f"d{i}" for i in range(40))
+            stream.append(sent(writer, f"d{i}", wait_ms=100))
+            await idle()
+            if i == 12:  # d0 came 120 ms ago and could wait 100: committed, stream or not
+                assert batches.batches and batches.batches[0][0] == "d0"
+            timer.advance(0.010)
+        await drained(timer, stream)
+        assert len(batches.batches) >= 4
+        committed = [device for batch in batches.batches for device in batch]
+        assert committed == [f"d{i}" for i in range(40)]

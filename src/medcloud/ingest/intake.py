@@ -21,6 +21,7 @@ import orjson
 
 from medcloud.config import Settings
 from medcloud.ingest.decode import Decoded, Problem
+from medcloud.ingest.partitions import Partitions, partitions_for
 from medcloud.ingest.schemas import IngestResult
 from medcloud.ingest.service import (
     device_principal,
@@ -74,9 +75,11 @@ class Intake:
     uow_factory: UnitOfWorkFactory
     writer: ReadingWriter | None = None
     _senders: DeviceCache = field(init=False, repr=False)
+    _partitions: Partitions = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._senders = DeviceCache(self.devices, self.settings.mqtt.device_cache_seconds)
+        self._partitions = partitions_for(self.settings, self.uow_factory)
 
     async def sender(self, device_id: str) -> tuple[DevicePrincipal | None, bool]:
         """Name the device a transport vouches for by id (the broker authenticated it); None
@@ -137,6 +140,7 @@ class Intake:
             await self.refuse(device, problems, transport=transport, total=len(readings))
         earlier = await patients_before_change(self.devices, device, readings)
         rows = to_rows(readings, device, now=now, settings=settings, earlier_patients=earlier)
+        await self._partitions.ensure(rows)
         writer = None if alone or self.writer is None or not self.writer.running else self.writer
         if writer is None:
             job = Job(

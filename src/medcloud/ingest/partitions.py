@@ -1,20 +1,28 @@
-"""Monthly range partitions of the readings table on PostgreSQL: created ahead, dropped when old.
+"""Monthly range partitions of the readings table on PostgreSQL: one for every month readings
+arrive in, made before they are written, and dropped whole when the month expires.
 
-Partitions are named `reading_pYYYY_MM`; a default partition catches readings of months that
-have none (a device replaying a years-old buffer), so no valid reading is ever refused for want
-of a partition. SQLite keeps one plain table and needs none of this.
+Partitions are named `reading_pYYYY_MM`. Upkeep creates the coming months ahead; a reading of
+any other month (a device replaying a years-old buffer, a backfill) has its month made by
+`MonthlyPartitions.ensure` before it is written, in a short transaction of its own, so retention
+can drop it whole like any other. The default partition stays as a safety net that upkeep
+empties into monthly ones. SQLite keeps one plain table and needs none of this.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
+from typing import Protocol
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medcloud.config import Settings
+from medcloud.ingest.repository import Row
+from medcloud.platform.uow import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -57,46 +65,48 @@ def ensure_partitions_sync(connection: Connection, first: dt.datetime, last: dt.
     return count
 
 
+async def create_month(connection: AsyncConnection, month: dt.datetime) -> bool:
+    """Make `month`'s partition unless it exists, moving in its readings from the default
+    partition; True if it was made. Runs in the caller's transaction, which it serialises with
+    every other process's partition changes."""
+    await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    name = partition_name(month)
+    if await connection.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
+        return False
+    bounds = {"lower": month, "upper": add_months(month, 1)}
+    # A partition cannot be made over rows the default partition holds for its range, so they
+    # step aside for the moment it takes, all within this transaction.
+    await connection.execute(text("CREATE TEMP TABLE reading_moving (LIKE reading) ON COMMIT DROP"))
+    moved = await connection.execute(
+        text(
+            "WITH moved AS (DELETE FROM reading_default "
+            'WHERE "timestamp" >= :lower AND "timestamp" < :upper RETURNING *) '
+            "INSERT INTO reading_moving SELECT * FROM moved"
+        ),
+        bounds,
+    )
+    await connection.execute(text(create_statement(month)))
+    if moved.rowcount:
+        await connection.execute(
+            text("INSERT INTO reading OVERRIDING SYSTEM VALUE SELECT * FROM reading_moving")
+        )
+    await connection.execute(text("DROP TABLE reading_moving"))
+    return True
+
+
 async def maintain(
     connection: AsyncConnection, *, now: dt.datetime, ahead_months: int, retention_days: int
 ) -> tuple[list[str], list[str]]:
-    """Create partitions up to `ahead_months` ahead and drop those wholly past retention.
+    """Create partitions up to `ahead_months` ahead, give readings left in the default partition
+    their month's, and drop those wholly past retention.
 
     Returns (created, dropped) partition names. Runs in the caller's transaction.
     """
     await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-    existing = set(
-        (
-            await connection.execute(
-                text(
-                    "SELECT c.relname FROM pg_inherits i "
-                    "JOIN pg_class c ON c.oid = i.inhrelid "
-                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'reading'"
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    created: list[str] = []
-    month = month_start(now)
-    for _ in range(ahead_months + 1):
-        name = partition_name(month)
-        if name not in existing:
-            try:
-                async with connection.begin_nested():
-                    await connection.execute(text(create_statement(month)))
-                created.append(name)
-            except DBAPIError as exc:
-                # Rows of that month already sit in the default partition; they stay there.
-                log.warning(
-                    "ingest.partition.create_failed", partition=name, error=type(exc).__name__
-                )
-        month = add_months(month, 1)
     dropped: list[str] = []
-    if retention_days > 0:
-        horizon = now - dt.timedelta(days=retention_days)
-        for name in sorted(existing):
+    horizon = now - dt.timedelta(days=retention_days) if retention_days > 0 else None
+    if horizon is not None:
+        for name in sorted(await _partitions(connection)):
             match = _NAME.match(name)
             if match is None:
                 continue
@@ -105,8 +115,75 @@ async def maintain(
                 # The name is built from two integers above, never from input.
                 await connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
                 dropped.append(name)
-        # Readings of months without a partition of their own expire row by row.
         await connection.execute(
             text('DELETE FROM reading_default WHERE "timestamp" < :horizon'), {"horizon": horizon}
         )
+    months = {add_months(month_start(now), ahead) for ahead in range(ahead_months + 1)}
+    strays = await connection.scalars(
+        text("SELECT DISTINCT date_trunc('month', \"timestamp\", 'UTC') FROM reading_default")
+    )
+    months.update(month_start(stray) for stray in strays)
+    created = [
+        partition_name(month) for month in sorted(months) if await create_month(connection, month)
+    ]
     return created, dropped
+
+
+async def _partitions(connection: AsyncConnection) -> set[str]:
+    found = await connection.scalars(
+        text(
+            "SELECT c.relname FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'reading'"
+        )
+    )
+    return set(found.all())
+
+
+class Partitions(Protocol):
+    """Make sure the months of rows about to be written have partitions."""
+
+    async def ensure(self, rows: Sequence[Row]) -> None:
+        """Make any missing month's partition (committed) before the rows are written."""
+        ...
+
+
+class NoPartitions:
+    """SQLite: one plain table."""
+
+    async def ensure(self, rows: Sequence[Row]) -> None:
+        """Nothing to make."""
+
+
+class MonthlyPartitions:
+    """PostgreSQL: a month's partition is made the first time this process writes into it."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self._uow_factory = uow_factory
+        self._known: set[dt.datetime] = set()
+
+    async def ensure(self, rows: Sequence[Row]) -> None:
+        """Make any missing month's partition, in a transaction of its own: the DDL locks the
+        readings table, which the write's own transaction must not hold while it waits."""
+        if not rows:
+            return
+        first = month_start(min(row.timestamp for row in rows))
+        last = month_start(max(row.timestamp for row in rows))
+        if first == last and first in self._known:
+            return
+        spanned = {first, last} if first == last else {month_start(r.timestamp) for r in rows}
+        months = sorted(spanned - self._known)
+        if not months:
+            return
+        async with self._uow_factory() as uow:
+            connection = await uow.session.connection()
+            made = [partition_name(m) for m in months if await create_month(connection, m)]
+            await uow.commit()
+        self._known.update(months)
+        if made:
+            log.info("ingest.partitions", created=made)
+
+
+def partitions_for(settings: Settings, uow_factory: UnitOfWorkFactory) -> Partitions:
+    """Return the partition keeper of the configured database."""
+    return NoPartitions() if settings.is_sqlite else MonthlyPartitions(uow_factory)

@@ -35,23 +35,71 @@ async def test_the_readings_table_is_partitioned_by_month_ahead_of_time(
     assert "reading_default" in found
 
 
-async def test_expired_partitions_are_dropped_and_old_strays_deleted(api: Api, alice: str) -> None:
+async def placed(api: Api, device_id: str) -> dict[str, int]:
+    """Where each of a device's readings is stored: partition name → count."""
+    async with api.app.state.runtime.read_sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT tableoid::regclass::text, count(*) FROM reading "
+                "WHERE device_id = :device GROUP BY 1"
+            ),
+            {"device": device_id},
+        )
+        return {str(name): int(count) for name, count in rows.all()}
+
+
+async def test_a_backfill_gets_its_own_months_partition_and_expires_whole(
+    api: Api, alice: str
+) -> None:
     device = await api.register_device(alice)
-    long_ago = now() - dt.timedelta(days=800)
-    runtime = api.app.state.runtime
-    async with runtime.database.writer.begin() as connection:
-        await partitions.maintain(connection, now=long_ago, ahead_months=0, retention_days=0)
-    old_partition = partitions.partition_name(partitions.month_start(long_ago))
-    assert old_partition in await names(api)
-    stray = long_ago - dt.timedelta(days=100)  # no partition of its own: the default one
-    batch = {"readings": [reading(long_ago, heart_rate=70), reading(stray, heart_rate=71)]}
+    two_months_ago = partitions.add_months(partitions.month_start(now()), -2)
+    backfill = [
+        reading(two_months_ago + dt.timedelta(days=3, seconds=i), heart_rate=60 + i)
+        for i in range(5)
+    ]
+    older = partitions.add_months(two_months_ago, -13) + dt.timedelta(hours=1)
+    batch = {"readings": [*backfill, reading(older, heart_rate=59)]}
     assert (await api.send(device, batch)).status_code == 201
     recent = reading(now() - dt.timedelta(seconds=5), heart_rate=72)
     assert (await api.send(device, recent)).status_code == 201
 
-    async with runtime.database.writer.begin() as connection:
+    backfilled = partitions.partition_name(two_months_ago)
+    oldest = partitions.partition_name(partitions.month_start(older))
+    current = partitions.partition_name(partitions.month_start(now()))
+    assert await placed(api, device["id"]) == {backfilled: 5, oldest: 1, current: 1}
+
+    # Retention of a year drops the oldest month whole, and only it.
+    async with api.app.state.runtime.database.writer.begin() as connection:
         _, dropped = await partitions.maintain(
             connection, now=now(), ahead_months=3, retention_days=365
         )
-    assert old_partition in dropped
-    assert [i["value"] for i in await api.readings(alice, device["id"])] == [72.0]
+    assert dropped == [oldest]
+    assert await placed(api, device["id"]) == {backfilled: 5, current: 1}
+
+
+async def test_readings_left_in_the_default_partition_are_given_their_months(
+    api: Api, alice: str
+) -> None:
+    device = await api.register_device(alice)
+    long_ago = partitions.add_months(partitions.month_start(now()), -30) + dt.timedelta(days=2)
+    runtime = api.app.state.runtime
+    # As an older release left them: readings of a month without a partition.
+    async with runtime.database.writer.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO reading_default (organisation_id, device_id, type, value, unit, "
+                '"timestamp", received_at, clock_drift) '
+                "SELECT organisation_id, id, 'heart_rate', 70, '/min', :at, :at, false "
+                "FROM device WHERE id = :device"
+            ),
+            {"device": device["id"], "at": long_ago},
+        )
+    async with runtime.database.writer.begin() as connection:
+        created, _ = await partitions.maintain(
+            connection, now=now(), ahead_months=3, retention_days=0
+        )
+    name = partitions.partition_name(partitions.month_start(long_ago))
+    assert name in created
+    assert await placed(api, device["id"]) == {name: 1}
+    [kept] = await api.readings(alice, device["id"])
+    assert kept["value"] == 70

@@ -4,8 +4,10 @@ and a poison event is dead-lettered with its reason while the rest keeps flowing
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
@@ -19,6 +21,7 @@ from medcloud.platform.models import DeadLetter, OutboxMessage
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.uow import UnitOfWork
 from tests.support.client import eventually
+from tests.support.waiting import until_true
 
 
 class Pinged(Event):
@@ -58,11 +61,25 @@ class UnreliableBus:
             raise ConnectionError("lost the connection before marking")
 
 
+class SeeingConsumer(Consumer):
+    """A consumer that notes each delivery it is done with, whether it applied the event or
+    recognised it as applied before (which leaves no trace of its own)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[str] = []
+
+    async def handle_many(self, envelopes: Sequence[Envelope]) -> None:
+        await super().handle_many(envelopes)
+        self.seen += [envelope.id for envelope in envelopes]
+
+
 @dataclass
 class Setup:
     runtime: Runtime
     bus: UnreliableBus
     calls: list[int]
+    consumer: SeeingConsumer
 
 
 @pytest.fixture
@@ -84,16 +101,15 @@ async def setup(settings: Settings) -> AsyncIterator[Setup]:
 
         sa_event.listen(uow.session.sync_session, "after_commit", applied, once=True)
 
-    await bus.consume(
-        Consumer(
-            name="test.count_pings",
-            subscription=Subscription(Pinged, count_pings),
-            uow_factory=runtime.uow,
-            dependencies={},
-        )
+    consumer = SeeingConsumer(
+        name="test.count_pings",
+        subscription=Subscription(Pinged, count_pings),
+        uow_factory=runtime.uow,
+        dependencies={},
     )
+    await bus.consume(consumer)
     try:
-        yield Setup(runtime, bus, calls)
+        yield Setup(runtime, bus, calls, consumer)
     finally:
         await lifecycle.stop()
 
@@ -184,7 +200,11 @@ async def _sorted(calls: list[int], at_least: int) -> list[int] | None:
 
 
 async def _settle(setup: Setup) -> None:
-    await asyncio.sleep(0.5)
+    """Wait until the consumer is done with every copy of every event published."""
+    await until_true(
+        lambda: Counter(setup.consumer.seen) >= Counter(setup.bus.published),
+        what="the consumer to finish with every delivery",
+    )
 
 
 async def test_a_batched_handler_takes_what_arrives_together_in_one_call_and_each_event_once(

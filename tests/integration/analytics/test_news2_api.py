@@ -3,13 +3,14 @@ the alarm a high score raises, and the SpO2 scale a clinician chooses."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
 import httpx
 
+from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
+from medcloud.platform.clock import FrozenClock
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.integration.analytics.helpers import assert_problem, deliver, published
 from tests.support.cast import Cast
@@ -253,12 +254,13 @@ async def test_backfilled_vitals_are_scored_for_the_chart_but_page_no_one(
     settings = settings.model_copy(
         update={"alerts": settings.alerts.model_copy(update={"freshness_seconds": 1.0})}
     )
-    async with running(settings) as api:
+    clock = FrozenClock(now())
+    async with running(settings, runtime=bootstrap(settings, clock=clock)) as api:
         alice = await api.token(ADMIN_EMAIL, ADMIN_PASSWORD)
         patient_id = await api.create_patient(alice)
         device = await api.register_device(alice, patient_id=patient_id)
-        taken = now()
-        await asyncio.sleep(2)
+        taken = clock.now()
+        clock.advance(seconds=2)
         await deliver(
             api,
             device,

@@ -20,6 +20,7 @@ from medcloud.notifications.mailbox import LocalMailbox
 from tests.integration.notifications.conftest import notification_settings, roster
 from tests.support.cast import build_cast
 from tests.support.client import Api, bearer, reading
+from tests.support.waiting import until_true
 
 STREAM = "/api/v1/alerts/stream"
 
@@ -38,10 +39,14 @@ async def serving(settings: Settings) -> AsyncIterator[Api]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
+
+    def listening() -> bool:
+        if task.done() and not server.started:
+            task.result()  # raise why it stopped, if it says
+            raise AssertionError("uvicorn stopped before it started listening")
+        return bool(server.started)
+
+    await until_true(listening, what="uvicorn to listen", timeout=30, interval=0.01)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             yield Api(http=http, app=app)

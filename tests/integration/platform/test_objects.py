@@ -18,6 +18,7 @@ from medcloud.platform.objects import (
     S3ObjectStore,
 )
 from tests.support.s3 import S3Service, moto_s3
+from tests.support.waiting import until_true
 
 MiB = 1024 * 1024
 
@@ -150,7 +151,7 @@ async def test_a_key_that_could_leave_the_root_is_refused(store: ObjectStore, ke
 async def test_the_directory_lists_oldest_first_and_never_a_partial_file(tmp_path: Path) -> None:
     store = DirectoryObjectStore(tmp_path)
     await store.put_bytes("uploads/d1/z-first.json", b"1")
-    await asyncio.sleep(0.01)
+    await _after_mtime_of(tmp_path / "uploads" / "d1" / "z-first.json", probe=tmp_path / ".probe")
     await store.put_bytes("uploads/d1/a-second.json", b"2")
     halfway, resume = asyncio.Event(), asyncio.Event()
 
@@ -171,6 +172,20 @@ async def test_the_directory_lists_oldest_first_and_never_a_partial_file(tmp_pat
     await writing
     assert (await store.list("uploads/"))[-1] == "uploads/d1/in-flight.json"
     assert not any(path.name.startswith(".") for path in (tmp_path / "uploads" / "d1").iterdir())
+
+
+async def _after_mtime_of(path: Path, *, probe: Path) -> None:
+    """Wait until a file written now gets a later modification time than `path`, writing to
+    `probe` (on the same file system) to see: file systems stamp times in steps (a clock tick,
+    whole seconds), and files of equal times are listed by name."""
+    before = path.stat().st_mtime_ns
+
+    def stamped_later() -> bool:
+        probe.write_bytes(b"tick")
+        return probe.stat().st_mtime_ns > before
+
+    await until_true(stamped_later, what=f"the file system to stamp a time after {path.name}'s")
+    probe.unlink()
 
 
 async def test_the_s3_store_keeps_its_keys_under_its_prefix(s3: S3Service) -> None:

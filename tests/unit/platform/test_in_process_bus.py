@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from medcloud.platform.bus import Consumer, InProcessBus
 from medcloud.platform.events import Envelope
+from tests.support.waiting import until_true
 from tests.unit.platform.test_relay_handover import envelope
 
 
@@ -43,8 +44,10 @@ async def test_a_quick_consumer_takes_later_batches_while_a_slow_one_holds_the_f
         await bus.consume(cast(Consumer, cast(Any, consumer)))
     first, second, third = batch(3), batch(2), batch(4)
     publishes = [asyncio.create_task(bus.publish(b)) for b in (first, second, third)]
-    await asyncio.sleep(0.01)
-    assert quick.applied == [e.id for e in first + second + third]
+    everything = [e.id for e in first + second + third]
+    await until_true(
+        lambda: quick.applied == everything, what="the quick consumer to apply all three", timeout=5
+    )
     assert slow.applied == []
     assert not any(p.done() for p in publishes), "a batch counts as published once all applied it"
     hold.set()
@@ -63,14 +66,20 @@ async def test_each_consumer_applies_batches_in_publish_order_whatever_their_pac
             await holds[index].wait()
             order.append(index)
 
-    consumer = Paced("paced")
-    await bus.consume(cast(Consumer, cast(Any, consumer)))
+    # The marker is handed each batch right after the paced consumer, in the same `publish`:
+    # once it has applied all three, the paced one has been offered each of them too.
+    consumer, marker = Paced("paced"), Recorder("marker")
+    for each in (consumer, marker):
+        await bus.consume(cast(Consumer, cast(Any, each)))
     batches = [batch(2), batch(3), batch(2)]
     publishes = [asyncio.create_task(bus.publish(b)) for b in batches]
     # The last batch is ready first, then the middle one: neither may go before the first.
     holds[2].set()
     holds[1].set()
-    await asyncio.sleep(0.01)
+    everything = [e.id for b in batches for e in b]
+    await until_true(
+        lambda: marker.applied == everything, what="the marker to apply all three", timeout=5
+    )
     assert order == []
     holds[0].set()
     await asyncio.gather(*publishes)

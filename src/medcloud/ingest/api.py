@@ -141,7 +141,15 @@ async def summarise_readings(
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
     start: AwareDatetime | None = None,
     end: AwareDatetime | None = None,
-    bucket: Annotated[int | None, Query(ge=1, le=31 * 86_400, description="seconds")] = None,
+    bucket: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=31 * 86_400,
+            description="seconds; from a minute up rounded to whole minutes, from six hours "
+            "up to whole hours (the answer's `bucket_seconds` says which)",
+        ),
+    ] = None,
 ) -> BucketPage:
     """Return min, max and mean per time bucket (at most ~1,000 per type) for charts."""
     return await queries.summarise_readings(

@@ -70,3 +70,29 @@ class QuarantinedReading(Base):
         Index("ix_quarantined_reading_organisation_id_id", "organisation_id", "id"),
         Index("ix_quarantined_reading_device_id_id", "device_id", "id"),
     )
+
+
+ROLLUP_WIDTHS = (60, 3600)
+"""Seconds a rollup spans: a minute and an hour."""
+
+
+class ReadingRollup(Base):
+    """Minimum, maximum, sum and count of one device's readings of one type over a minute or an
+    hour, per patient (`patient_key`, '' for readings of no patient): what a chart of a long
+    range reads instead of every reading.
+
+    Kept in step by the writer in the transaction that stores the readings, from the readings
+    that were new, so a retry counts once and a late or backfilled reading joins its bucket.
+    """
+
+    __tablename__ = "reading_rollup"
+
+    device_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket_start: Mapped[dt.datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    patient_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)

@@ -114,6 +114,14 @@ async def maintain(
             if add_months(start, 1) <= horizon:
                 # The name is built from two integers above, never from input.
                 await connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
+                # The month's rollups go with its readings: a chart never shows what is gone.
+                await connection.execute(
+                    text(
+                        "DELETE FROM reading_rollup "
+                        "WHERE bucket_start >= :lower AND bucket_start < :upper"
+                    ),
+                    {"lower": start, "upper": add_months(start, 1)},
+                )
                 dropped.append(name)
         await connection.execute(
             text('DELETE FROM reading_default WHERE "timestamp" < :horizon'), {"horizon": horizon}

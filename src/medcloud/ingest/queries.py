@@ -119,7 +119,7 @@ async def summarise_readings(
         )
     span = (end - start).total_seconds()
     smallest = max(1, math.ceil(span / settings.ingest.max_chart_points))
-    size = max(bucket_seconds or smallest, smallest)
+    size = chart_bucket(max(bucket_seconds or smallest, smallest))
     async with uow:
         found = await repository.buckets(
             uow.session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
@@ -148,6 +148,16 @@ async def summarise_readings(
         for code, number, low, high, mean, count in found
     ]
     return BucketPage(device_id=device_id, bucket_seconds=size, items=items)
+
+
+def chart_bucket(seconds: int) -> int:
+    """Round a bucket of a minute or more up to whole minutes, and of six hours or more up to
+    whole hours, so the minute and hour rollups tile it: a chart then reads hundreds of rollups
+    per bucket at most, not every reading."""
+    for width, from_seconds in ((3600, 6 * 3600), (60, 60)):
+        if seconds >= from_seconds:
+            return math.ceil(seconds / width) * width
+    return seconds
 
 
 async def latest_readings(

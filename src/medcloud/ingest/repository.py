@@ -28,7 +28,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from medcloud.ingest.models import QuarantinedReading, Reading
+from medcloud.ingest.models import ROLLUP_WIDTHS, QuarantinedReading, Reading, ReadingRollup
 from medcloud.platform.db import dialect_name
 
 
@@ -122,6 +122,90 @@ async def _copy_unless_stored(session: AsyncSession, rows: Sequence[Row]) -> boo
     return True
 
 
+_ROLLUP_COLUMNS = ("device_id", "width", "bucket_start", "type", "patient_key")
+_ROLLUP_UPSERT = text(
+    """
+    INSERT INTO reading_rollup AS r
+        (device_id, width, bucket_start, type, patient_key, low, high, total, count)
+    SELECT * FROM unnest(:device_id, :width, :bucket_start, :type, :patient_key,
+                         :low, :high, :total, :count)
+    ON CONFLICT (device_id, width, bucket_start, type, patient_key) DO UPDATE SET
+        low = least(r.low, excluded.low),
+        high = greatest(r.high, excluded.high),
+        total = r.total + excluded.total,
+        count = r.count + excluded.count
+    """
+).bindparams(
+    bindparam("device_id", type_=ARRAY(String())),
+    bindparam("width", type_=ARRAY(Integer())),
+    bindparam("bucket_start", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("type", type_=ARRAY(String())),
+    bindparam("patient_key", type_=ARRAY(String())),
+    bindparam("low", type_=ARRAY(Float())),
+    bindparam("high", type_=ARRAY(Float())),
+    bindparam("total", type_=ARRAY(Float())),
+    bindparam("count", type_=ARRAY(Integer())),
+)
+
+
+def rolled_up(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Each minute's and hour's low, high, total and count of the rows, per device, type and
+    patient, in key order (so concurrent batches lock buckets in one order)."""
+    buckets: dict[tuple[str, int, int, str, str], list[float]] = {}
+    for row in rows:
+        second = int(row.timestamp.timestamp())
+        patient_key = row.patient_id or ""
+        value = row.value
+        for width in ROLLUP_WIDTHS:
+            key = (row.device_id, width, second - second % width, row.type, patient_key)
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = [value, value, value, 1]
+            else:
+                bucket[0] = min(bucket[0], value)
+                bucket[1] = max(bucket[1], value)
+                bucket[2] += value
+                bucket[3] += 1
+    return [
+        {
+            "device_id": device_id,
+            "width": width,
+            "bucket_start": dt.datetime.fromtimestamp(start, dt.UTC),
+            "type": code,
+            "patient_key": patient_key,
+            "low": low,
+            "high": high,
+            "total": total,
+            "count": int(count),
+        }
+        for (device_id, width, start, code, patient_key), (low, high, total, count) in sorted(
+            buckets.items()
+        )
+    ]
+
+
+async def add_to_rollups(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Add newly stored readings to their minute and hour rollups."""
+    values = rolled_up(rows)
+    if not values:
+        return
+    if dialect_name(session) == "postgresql":
+        columns = {name: [value[name] for value in values] for name in values[0]}
+        await session.execute(_ROLLUP_UPSERT, columns)
+        return
+    statement = sqlite.insert(ReadingRollup)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(_ROLLUP_COLUMNS),
+        set_={
+            "low": func.min(ReadingRollup.low, statement.excluded.low),
+            "high": func.max(ReadingRollup.high, statement.excluded.high),
+            "total": ReadingRollup.total + statement.excluded.total,
+            "count": ReadingRollup.count + statement.excluded.count,
+        },
+    )
+    await session.execute(statement, values)
+
+
 async def page(
     session: AsyncSession,
     device_id: str,
@@ -183,6 +267,15 @@ def _bucket_of(session: AsyncSession, bucket_seconds: int) -> ColumnElement[Any]
     return cast(func.strftime("%s", Reading.timestamp), Integer) // bucket_seconds
 
 
+Buckets = list[tuple[str, int, float, float, float, int]]
+
+
+def rollup_width(bucket_seconds: int) -> int | None:
+    """The widest rollup that tiles buckets of `bucket_seconds`, or None."""
+    fitting = [width for width in ROLLUP_WIDTHS if bucket_seconds % width == 0]
+    return max(fitting) if fitting else None
+
+
 async def buckets(
     session: AsyncSession,
     device_id: str,
@@ -191,8 +284,104 @@ async def buckets(
     start: dt.datetime,
     end: dt.datetime,
     bucket_seconds: int,
+) -> Buckets:
+    """Return (type, bucket number, min, max, avg, count) of a device's readings in [start, end),
+    bucket numbers counting whole `bucket_seconds` since the epoch.
+
+    Where rollups tile the buckets, the whole minutes or hours of the range come from them and
+    only its ragged ends from the readings themselves; otherwise every reading is read.
+    """
+    width = rollup_width(bucket_seconds)
+    inner_start = _ceil(start, width) if width else end
+    inner_end = _floor(end, width) if width else end
+    if width is None or inner_start >= inner_end:
+        return await raw_buckets(
+            session,
+            device_id,
+            patients=patients,
+            start=start,
+            end=end,
+            bucket_seconds=bucket_seconds,
+        )
+    query = select(
+        ReadingRollup.type,
+        ReadingRollup.bucket_start,
+        ReadingRollup.low,
+        ReadingRollup.high,
+        ReadingRollup.total,
+        ReadingRollup.count,
+    ).where(
+        ReadingRollup.device_id == device_id,
+        ReadingRollup.width == width,
+        ReadingRollup.bucket_start >= inner_start,
+        ReadingRollup.bucket_start < inner_end,
+    )
+    if patients is not None:
+        query = query.where(ReadingRollup.patient_key.in_(patients))
+    merged: dict[tuple[str, int], list[float]] = {}
+    for code, bucket_start, low, high, total, count in (await session.execute(query)).all():
+        _merge(
+            merged, code, int(bucket_start.timestamp()) // bucket_seconds, low, high, total, count
+        )
+    for edge_start, edge_end in ((start, inner_start), (inner_end, end)):
+        if edge_start < edge_end:
+            edge = await raw_buckets(
+                session,
+                device_id,
+                patients=patients,
+                start=edge_start,
+                end=edge_end,
+                bucket_seconds=bucket_seconds,
+            )
+            for code, number, low, high, mean, count in edge:
+                _merge(merged, code, number, low, high, mean * count, count)
+    return [
+        (code, number, low, high, total / count, int(count))
+        for (code, number), (low, high, total, count) in sorted(
+            merged.items(), key=lambda item: (item[0][1], item[0][0])
+        )
+    ]
+
+
+def _merge(
+    merged: dict[tuple[str, int], list[float]],
+    code: str,
+    number: int,
+    low: float,
+    high: float,
+    total: float,
+    count: int,
+) -> None:
+    bucket = merged.get((code, number))
+    if bucket is None:
+        merged[(code, number)] = [low, high, total, count]
+        return
+    bucket[0] = min(bucket[0], low)
+    bucket[1] = max(bucket[1], high)
+    bucket[2] += total
+    bucket[3] += count
+
+
+def _floor(at: dt.datetime, seconds: int) -> dt.datetime:
+    epoch = int(at.timestamp() // seconds) * seconds
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def _ceil(at: dt.datetime, seconds: int) -> dt.datetime:
+    floor = _floor(at, seconds)
+    return floor if floor == at else floor + dt.timedelta(seconds=seconds)
+
+
+async def raw_buckets(
+    session: AsyncSession,
+    device_id: str,
+    *,
+    patients: frozenset[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    bucket_seconds: int,
 ) -> list[tuple[str, int, float, float, float, int]]:
-    """Return (type, bucket number, min, max, avg, count) of a device's readings in [start, end)."""
+    """(type, bucket number, min, max, avg, count) of a device's readings in [start, end)."""
     bucket = _bucket_of(session, bucket_seconds).label("bucket")
     query = (
         select(

@@ -53,7 +53,9 @@ async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[lis
     rows (a reading sent twice in the batch counts for the first job that sent it)."""
     async with uow_factory() as uow:
         rows = [row for job in jobs for row in job.rows]
-        new = {row.key for row in await repository.insert_new(uow.session, rows)}
+        stored = await repository.insert_new(uow.session, rows)
+        await repository.add_to_rollups(uow.session, stored)
+        new = {row.key for row in stored}
         per_job: list[list[Row]] = []
         # One event per device and patient for the whole batch, however many requests or
         # messages brought its rows: a monitor sending each second over MQTT would otherwise

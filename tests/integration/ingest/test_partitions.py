@@ -48,6 +48,19 @@ async def placed(api: Api, device_id: str) -> dict[str, int]:
         return {str(name): int(count) for name, count in rows.all()}
 
 
+async def rolled_up(api: Api, device_id: str) -> dict[tuple[int, int], int]:
+    """Readings counted in a device's rollups: (month, width) → count."""
+    async with api.app.state.runtime.read_sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT extract(month FROM bucket_start AT TIME ZONE 'UTC')::int, width, "
+                "sum(count) FROM reading_rollup WHERE device_id = :device GROUP BY 1, 2"
+            ),
+            {"device": device_id},
+        )
+        return {(int(m), int(w)): int(n) for m, w, n in rows.all()}
+
+
 async def test_a_backfill_gets_its_own_months_partition_and_expires_whole(
     api: Api, alice: str
 ) -> None:
@@ -67,6 +80,15 @@ async def test_a_backfill_gets_its_own_months_partition_and_expires_whole(
     oldest = partitions.partition_name(partitions.month_start(older))
     current = partitions.partition_name(partitions.month_start(now()))
     assert await placed(api, device["id"]) == {backfilled: 5, oldest: 1, current: 1}
+    # …and in the rollups, by minute and by hour.
+    assert await rolled_up(api, device["id"]) == {
+        (two_months_ago.month, 60): 5,
+        (two_months_ago.month, 3600): 5,
+        (older.month, 60): 1,
+        (older.month, 3600): 1,
+        (now().month, 60): 1,
+        (now().month, 3600): 1,
+    }
 
     # Retention of a year drops the oldest month whole, and only it.
     async with api.app.state.runtime.database.writer.begin() as connection:
@@ -75,6 +97,12 @@ async def test_a_backfill_gets_its_own_months_partition_and_expires_whole(
         )
     assert dropped == [oldest]
     assert await placed(api, device["id"]) == {backfilled: 5, current: 1}
+    assert set(await rolled_up(api, device["id"])) == {
+        (two_months_ago.month, 60),
+        (two_months_ago.month, 3600),
+        (now().month, 60),
+        (now().month, 3600),
+    }
 
 
 async def test_readings_left_in_the_default_partition_are_given_their_months(

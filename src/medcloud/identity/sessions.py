@@ -43,12 +43,64 @@ async def sign_in(
     totp: str | None,
     source: str | None,
 ) -> TokenRead:
-    """Exchange an email, password (and one-time code, if enrolled) for a session.
+    """Exchange an email, password (and one-time code, if enrolled) for a session; guessing is
+    bounded as `_check_password` says."""
+    now = uow.clock.now()
+    user, address_key, failures = await _check_password(
+        uow=uow, cache=cache, settings=settings, email=email, password=password, source=source
+    )
+    async with uow:
+        organisation = await repository.get_organisation(uow.session, user.organisation_id)
+    # An enrolled secret is required at once, even before its first use confirms it.
+    mfa_required = (
+        user.mfa_enabled
+        or user.totp_secret is not None
+        or (user.role == Role.ADMIN and organisation is not None and organisation.require_admin_mfa)
+    )
+    if mfa_required:
+        if user.totp_secret is None:
+            raise Unauthorized("this account needs a second factor: enrol one first")
+        if not totp or not pyotp.TOTP(user.totp_secret).verify(totp, for_time=now, valid_window=1):
+            await _refuse(
+                uow, cache, settings, address_key, failures, email=email, user=user, field="totp"
+            )
 
-    Guessing is bounded twice: per account, attempts are counted atomically *before* the
-    password is checked and the account locks after `lockout_threshold` failures; per source
-    address, failures beyond `address_failures_per_window` are refused without checking.
-    """
+    principal = UserPrincipal(user.id, user.organisation_id, Role(user.role))
+    async with uow:
+        fresh = await repository.get_user(uow.session, user.id)
+        assert fresh is not None  # noqa: S101
+        fresh.failed_logins = 0
+        fresh.last_login_at = now
+        if mfa_required and not fresh.mfa_enabled:
+            fresh.mfa_enabled = True  # the first code proves the enrolment
+        refresh = _new_refresh_token(uow, user.id, family_id=str(uuid.uuid4()), settings=settings)
+        uow.publish(
+            audit_record(
+                principal, "auth.login", occurred_at=now, object_type="user", object_id=user.id
+            )
+        )
+        await uow.commit()
+    return TokenRead(
+        access_token=tokens.issue(principal),
+        expires_in=int(tokens.lifetime.total_seconds()),
+        refresh_token=refresh,
+    )
+
+
+async def _check_password(
+    *,
+    uow: UnitOfWork,
+    cache: Cache,
+    settings: Settings,
+    email: str,
+    password: str,
+    source: str | None,
+) -> tuple[UserAccount, str, int]:
+    """Check an account's password, with guessing bounded twice: per account, attempts are
+    counted atomically *before* the password is checked and the account locks after
+    `lockout_threshold` failures; per source address, failures beyond
+    `address_failures_per_window` are refused without checking. Every use case that takes a
+    password goes through here. Returns the user, the address's throttle key and failures."""
     policy = settings.identity
     address_key = f"login-failures:{source or 'unknown'}"
     failures = int(await cache.get(address_key) or 0)
@@ -87,51 +139,16 @@ async def sign_in(
         async with uow:
             locked = await repository.get_user(uow.session, user_id)
         await _refuse(uow, cache, settings, address_key, failures, email=email, user=locked)
-
     async with uow:
         user = await repository.get_user(uow.session, user_id)
-        assert user is not None  # noqa: S101  (it was just counted)
-        organisation = await repository.get_organisation(uow.session, user.organisation_id)
+    assert user is not None  # noqa: S101  (it was just counted)
     if (
         not user.is_active
         or user.password_hash is None
         or not await verify_password(user.password_hash, password)
     ):
         await _refuse(uow, cache, settings, address_key, failures, email=email, user=user)
-    # An enrolled secret is required at once, even before its first use confirms it.
-    mfa_required = (
-        user.mfa_enabled
-        or user.totp_secret is not None
-        or (user.role == Role.ADMIN and organisation is not None and organisation.require_admin_mfa)
-    )
-    if mfa_required:
-        if user.totp_secret is None:
-            raise Unauthorized("this account needs a second factor: enrol one first")
-        if not totp or not pyotp.TOTP(user.totp_secret).verify(totp, for_time=now, valid_window=1):
-            await _refuse(
-                uow, cache, settings, address_key, failures, email=email, user=user, field="totp"
-            )
-
-    principal = UserPrincipal(user.id, user.organisation_id, Role(user.role))
-    async with uow:
-        fresh = await repository.get_user(uow.session, user.id)
-        assert fresh is not None  # noqa: S101
-        fresh.failed_logins = 0
-        fresh.last_login_at = now
-        if mfa_required and not fresh.mfa_enabled:
-            fresh.mfa_enabled = True  # the first code proves the enrolment
-        refresh = _new_refresh_token(uow, user.id, family_id=str(uuid.uuid4()), settings=settings)
-        uow.publish(
-            audit_record(
-                principal, "auth.login", occurred_at=now, object_type="user", object_id=user.id
-            )
-        )
-        await uow.commit()
-    return TokenRead(
-        access_token=tokens.issue(principal),
-        expires_in=int(tokens.lifetime.total_seconds()),
-        refresh_token=refresh,
-    )
+    return user, address_key, failures
 
 
 async def _refuse(
@@ -264,24 +281,13 @@ async def enrol_mfa(
     password: str,
     source: str | None,
 ) -> MfaEnrolment:
-    """Give a user, proven by password, a new TOTP secret; their next sign-in confirms it."""
-    address_key = f"login-failures:{source or 'unknown'}"
-    failures = int(await cache.get(address_key) or 0)
-    async with uow:
-        user = await repository.get_user_by_email(uow.session, email)
-    if user is None or user.password_hash is None or not user.is_active:
-        await _refuse(
-            uow,
-            cache,
-            settings,
-            address_key,
-            failures,
-            email=email,
-            user=user,
-            pretend=user is None,
-        )
-    if not await verify_password(user.password_hash or "", password):
-        await _refuse(uow, cache, settings, address_key, failures, email=email, user=user)
+    """Give a user, proven by password, a new TOTP secret; their next sign-in confirms it.
+
+    The password is checked as signing in checks it: throttled per address, counted per
+    account, refused on a locked account."""
+    user, _, _ = await _check_password(
+        uow=uow, cache=cache, settings=settings, email=email, password=password, source=source
+    )
     if user.mfa_enabled:
         raise Conflict("a second factor is already enrolled; an admin can reset it")
     secret = pyotp.random_base32()
@@ -289,6 +295,7 @@ async def enrol_mfa(
         stored = await repository.get_user(uow.session, user.id)
         assert stored is not None  # noqa: S101
         stored.totp_secret = secret
+        stored.failed_logins = 0
         principal = UserPrincipal(user.id, user.organisation_id, Role(user.role))
         uow.publish(audit_record(principal, "auth.mfa_enrol", occurred_at=uow.clock.now()))
         await uow.commit()

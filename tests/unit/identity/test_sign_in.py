@@ -7,132 +7,27 @@ the second factor, what is audited); the integration tests check the same over H
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import pyotp
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from medcloud.config import IdentitySettings, Settings
-from medcloud.identity import repository, sessions
+from medcloud.config import Settings
+from medcloud.identity import sessions
 from medcloud.identity.models import Organisation, RefreshToken, UserAccount
 from medcloud.platform.audit import Outcome
 from medcloud.platform.cache import MemoryCache
 from medcloud.platform.clock import FrozenClock
 from medcloud.platform.errors import TooManyRequests, Unauthorized
-from medcloud.platform.events import Event
-from medcloud.platform.security import TokenKeys, TokenService, hash_password
-from medcloud.platform.uow import UnitOfWork
+from medcloud.platform.security import hash_password
+from tests.unit.identity.fakes import NOW, FakeUnitOfWork, InMemoryRepository, token_service
 
-NOW = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
 EMAIL = "nina.nurse@stmary.example"
 PASSWORD = "correct horse battery staple"
 
 
-@dataclass
-class FakeSession:
-    added: list[object] = field(default_factory=list)
-
-    def add(self, row: object) -> None:
-        self.added.append(row)
-
-
-class FakeUnitOfWork:
-    """Collects what a use case adds and publishes; `committed` holds what it committed."""
-
-    def __init__(self, clock: FrozenClock) -> None:
-        self.clock = clock
-        self.session = FakeSession()
-        self.pending: list[Event] = []
-        self.committed: list[Event] = []
-
-    async def __aenter__(self) -> FakeUnitOfWork:
-        self.pending = []
-        return self
-
-    async def __aexit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.pending = []
-
-    def publish(self, event: Event) -> None:
-        self.pending.append(event)
-
-    async def commit(self) -> None:
-        self.committed += self.pending
-        self.pending = []
-
-    def audited(self, outcome: Outcome) -> list[Any]:
-        return [e for e in self.committed if getattr(e, "outcome", None) == outcome]
-
-
-class Accounts:
-    """The identity repository's sign-in queries, over a dict: same contract, no SQL."""
-
-    def __init__(self) -> None:
-        self.users: dict[str, UserAccount] = {}
-        self.organisations: dict[str, Organisation] = {}
-        self.reservations = 0
-
-    async def reserve_login_attempt(
-        self, _session: object, email: str, now: dt.datetime
-    ) -> tuple[str, int] | None:
-        self.reservations += 1
-        user = next((u for u in self.users.values() if u.email == email.lower()), None)
-        if user is None or (user.locked_until is not None and user.locked_until >= now):
-            return None
-        expired = user.locked_until is not None and user.locked_until < now
-        user.failed_logins = 1 if expired else user.failed_logins + 1
-        user.locked_until = None
-        return user.id, user.failed_logins
-
-    async def get_user_by_email(self, _session: object, email: str) -> UserAccount | None:
-        return next((u for u in self.users.values() if u.email == email.lower()), None)
-
-    async def get_user(self, _session: object, user_id: str) -> UserAccount | None:
-        return self.users.get(user_id)
-
-    async def get_organisation(self, _session: object, organisation_id: str) -> Organisation | None:
-        return self.organisations.get(organisation_id)
-
-    async def lock_user(self, _session: object, user_id: str, until: dt.datetime) -> None:
-        self.users[user_id].locked_until = until
-
-
-@pytest.fixture
-def accounts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Accounts]:
-    fake = Accounts()
-    for name in (
-        "reserve_login_attempt",
-        "get_user_by_email",
-        "get_user",
-        "get_organisation",
-        "lock_user",
-    ):
-        monkeypatch.setattr(repository, name, getattr(fake, name))
-    yield fake
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(NOW)
-
-
-@pytest.fixture
-def uow(clock: FrozenClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(identity=IdentitySettings(lockout_threshold=3, address_failures_per_window=10))
-
-
 async def enrol(
-    accounts: Accounts,
+    repo: InMemoryRepository,
     *,
     role: str = "nurse",
     totp_secret: str | None = None,
@@ -153,8 +48,7 @@ async def enrol(
         mfa_enabled=False,
         last_login_at=None,
     )
-    accounts.organisations[organisation.id] = organisation
-    accounts.users[user.id] = user
+    repo.put(organisation, user)
     return user
 
 
@@ -167,16 +61,9 @@ async def sign_in(
     email: str = EMAIL,
     totp: str | None = None,
 ) -> Any:
-    tokens = TokenService(
-        TokenKeys(Ed25519PrivateKey.generate()),
-        issuer="medcloud",
-        audience="medcloud-api",
-        lifetime=dt.timedelta(minutes=15),
-        clock=uow.clock,
-    )
     return await sessions.sign_in(
-        uow=cast(UnitOfWork, uow),
-        tokens=tokens,
+        uow=uow.port,
+        tokens=token_service(uow.clock),
         cache=cache,
         settings=settings,
         email=email,
@@ -187,9 +74,9 @@ async def sign_in(
 
 
 async def test_the_right_password_opens_a_session_and_clears_the_failures(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
-    user = await enrol(accounts)
+    user = await enrol(repo)
     user.failed_logins = 2
     answer = await sign_in(uow, settings, MemoryCache())
     assert answer.access_token and answer.refresh_token.startswith(sessions.REFRESH_PREFIX)
@@ -200,9 +87,9 @@ async def test_the_right_password_opens_a_session_and_clears_the_failures(
 
 
 async def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
-    await enrol(accounts)
+    await enrol(repo)
     cache = MemoryCache()
     answers = []
     for email, password in ((EMAIL, "wrong"), ("nobody@stmary.example", PASSWORD)):
@@ -217,9 +104,9 @@ async def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(
 
 
 async def test_the_account_locks_after_the_threshold_even_against_the_right_password(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings, clock: FrozenClock
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings, clock: FrozenClock
 ) -> None:
-    user = await enrol(accounts)
+    user = await enrol(repo)
     cache = MemoryCache()
     for _ in range(settings.identity.lockout_threshold):
         with pytest.raises(Unauthorized):
@@ -236,22 +123,22 @@ async def test_the_account_locks_after_the_threshold_even_against_the_right_pass
 
 
 async def test_an_address_past_its_failures_is_refused_without_looking_at_the_account(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
-    await enrol(accounts)
+    await enrol(repo)
     cache = MemoryCache()
     limit = settings.identity.address_failures_per_window
     await cache.set("login-failures:10.0.0.7", str(limit).encode(), ttl_seconds=60)
     with pytest.raises(TooManyRequests):
         await sign_in(uow, settings, cache)
-    assert accounts.reservations == 0
+    assert repo.reservations == 0
 
 
 async def test_an_enrolled_second_factor_is_required_and_its_first_use_confirms_it(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
     secret = pyotp.random_base32()
-    user = await enrol(accounts, totp_secret=secret)
+    user = await enrol(repo, totp_secret=secret)
     cache = MemoryCache()
     for code in (None, "000000"):
         with pytest.raises(Unauthorized) as refused:
@@ -264,8 +151,30 @@ async def test_an_enrolled_second_factor_is_required_and_its_first_use_confirms_
 
 
 async def test_an_admin_of_an_organisation_that_requires_mfa_must_enrol_first(
-    accounts: Accounts, uow: FakeUnitOfWork, settings: Settings
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
-    await enrol(accounts, role="admin", admin_mfa=True)
+    await enrol(repo, role="admin", admin_mfa=True)
     with pytest.raises(Unauthorized, match="enrol"):
         await sign_in(uow, settings, MemoryCache())
+
+
+async def test_a_disabled_account_gets_the_same_answer_as_a_wrong_password(
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
+) -> None:
+    user = await enrol(repo)
+    user.is_active = False
+    with pytest.raises(Unauthorized, match=sessions.WRONG_CREDENTIALS):
+        await sign_in(uow, settings, MemoryCache())
+    (failure,) = uow.audited(Outcome.FAILURE)
+    assert failure.object_id == user.id
+    assert user.last_login_at is None
+
+
+async def test_an_invited_user_cannot_sign_in_before_choosing_a_password(
+    repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
+) -> None:
+    user = await enrol(repo)
+    user.password_hash = None
+    with pytest.raises(Unauthorized, match=sessions.WRONG_CREDENTIALS):
+        await sign_in(uow, settings, MemoryCache())
+    assert [row for row in uow.session.added if isinstance(row, RefreshToken)] == []

@@ -258,13 +258,13 @@ async def latest_per_type(
     return found
 
 
-def _bucket_of(session: AsyncSession, bucket_seconds: int) -> ColumnElement[Any]:
-    """The bucket number of a reading: whole `bucket_seconds` since the epoch."""
+def _bucket_of(session: AsyncSession, column: Any, bucket_seconds: int) -> ColumnElement[Any]:
+    """The bucket number of a time column: whole `bucket_seconds` since the epoch."""
     if dialect_name(session) == "postgresql":
-        epoch: ColumnElement[Any] = func.extract("epoch", Reading.timestamp)
+        epoch: ColumnElement[Any] = func.extract("epoch", column)
         return cast(func.floor(epoch / bucket_seconds), BigInteger)
     # SQLite keeps the UTC timestamp as text; strftime('%s') reads it as seconds since the epoch.
-    return cast(func.strftime("%s", Reading.timestamp), Integer) // bucket_seconds
+    return cast(func.strftime("%s", column), Integer) // bucket_seconds
 
 
 Buckets = list[tuple[str, int, float, float, float, int]]
@@ -303,26 +303,29 @@ async def buckets(
             end=end,
             bucket_seconds=bucket_seconds,
         )
-    query = select(
-        ReadingRollup.type,
-        ReadingRollup.bucket_start,
-        ReadingRollup.low,
-        ReadingRollup.high,
-        ReadingRollup.total,
-        ReadingRollup.count,
-    ).where(
-        ReadingRollup.device_id == device_id,
-        ReadingRollup.width == width,
-        ReadingRollup.bucket_start >= inner_start,
-        ReadingRollup.bucket_start < inner_end,
+    rollup_bucket = _bucket_of(session, ReadingRollup.bucket_start, bucket_seconds).label("number")
+    query = (
+        select(
+            ReadingRollup.type,
+            rollup_bucket,
+            func.min(ReadingRollup.low),
+            func.max(ReadingRollup.high),
+            func.sum(ReadingRollup.total),
+            func.sum(ReadingRollup.count),
+        )
+        .where(
+            ReadingRollup.device_id == device_id,
+            ReadingRollup.width == width,
+            ReadingRollup.bucket_start >= inner_start,
+            ReadingRollup.bucket_start < inner_end,
+        )
+        .group_by(ReadingRollup.type, rollup_bucket)
     )
     if patients is not None:
         query = query.where(ReadingRollup.patient_key.in_(patients))
     merged: dict[tuple[str, int], list[float]] = {}
-    for code, bucket_start, low, high, total, count in (await session.execute(query)).all():
-        _merge(
-            merged, code, int(bucket_start.timestamp()) // bucket_seconds, low, high, total, count
-        )
+    for code, bucket, low, high, total, count in (await session.execute(query)).all():
+        _merge(merged, code, int(bucket), low, high, total, int(count))
     for edge_start, edge_end in ((start, inner_start), (inner_end, end)):
         if edge_start < edge_end:
             edge = await raw_buckets(
@@ -382,7 +385,7 @@ async def raw_buckets(
     bucket_seconds: int,
 ) -> list[tuple[str, int, float, float, float, int]]:
     """(type, bucket number, min, max, avg, count) of a device's readings in [start, end)."""
-    bucket = _bucket_of(session, bucket_seconds).label("bucket")
+    bucket = _bucket_of(session, Reading.timestamp, bucket_seconds).label("bucket")
     query = (
         select(
             Reading.type,

@@ -367,6 +367,20 @@ def bench_forecast(ctx: typer.Context) -> None:
 
 
 @bench_app.command(
+    "store",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_store(ctx: typer.Context) -> None:
+    """Load days of 1 Hz vitals into PostgreSQL; print bytes per reading and chart, page and
+    latest-value latencies as JSON. `medcloud bench store --help` lists the options."""
+    _checkout_bench("store")
+    from bench.store import main as run_bench
+
+    run_bench(ctx.args)
+
+
+@bench_app.command(
     "notify",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

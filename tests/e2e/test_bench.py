@@ -61,3 +61,18 @@ def test_a_single_reading_run_on_sqlite_counts_what_it_stored_beside_its_baselin
     assert result["readings_accepted"] == result["readings_stored"]
     assert int(str(result["baseline_requests_per_s"])) > 0
     assert result["copy_baseline_rows_per_s"] is None
+
+
+@pytest.mark.services
+@pytest.mark.timeout(300)
+def test_a_store_run_counts_every_reading_it_loaded_and_times_each_read() -> None:
+    command = [sys.executable, "-m", "bench.store", "--days", "0.02", "--repeat", "3"]
+    done = subprocess.run(
+        command, cwd=CHECKOUT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["readings_stored"] == int(0.02 * 86_400) * 4
+    assert 0 < result["bytes_per_reading"] < 10_000
+    for read in ("chart", "page", "latest"):
+        assert result[f"{read}_p50_ms"] <= result[f"{read}_p99_ms"]

@@ -1,0 +1,256 @@
+"""The readings store: what a stored reading costs on disk, and what clinicians' reads cost.
+
+Starts a deployment on a new database, registers `--devices` monitors, each on a patient of
+its own, and loads `--days` of their 1 Hz vitals (four types) through the batched HTTP API,
+newest day last, as a gateway replaying its buffer would. Then it times, `--repeat` times each,
+the reads a clinician makes all day:
+
+- `chart`: the whole loaded range of one device as a chart (`GET …/data/buckets`);
+- `page`: a page of 1,000 readings of one device starting at a random instant of the range
+  (`GET …/data?start&end&limit=1000`, newest first);
+- `latest`: a patient's newest value of every type (`GET /api/v1/readings/latest/{patient}`).
+
+Prints one JSON object: `bytes_per_reading` (every partition's heap, indexes and TOAST over the
+readings stored), `load_readings_per_s`, and `*_p50_ms` / `*_p99_ms` of each read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.deployment import (
+    ADMIN,
+    free_port,
+    fresh_database,
+    medcloud,
+    medcloud_env,
+    process,
+    wait_ready,
+)
+from bench.figures import percentile_ms
+
+TYPES = {"heart_rate": 72.0, "spo2": 97.0, "respiratory_rate": 16.0, "temperature": 36.8}
+PAGE = 1000
+
+
+def vitals(start: dt.datetime, seconds: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`seconds` instants of the four vitals from `start`, one a second, plausibly noisy."""
+    return [
+        {
+            "timestamp": (start + dt.timedelta(seconds=i)).isoformat(),
+            "measurements": {
+                code: round(base + rng.uniform(-2, 2) * (0.05 if code == "temperature" else 1), 2)
+                for code, base in TYPES.items()
+            },
+        }
+        for i in range(seconds)
+    ]
+
+
+async def sign_in(client: httpx.AsyncClient) -> dict[str, str]:
+    """An admin's bearer header."""
+    answer = await client.post(
+        "/api/v1/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}
+    )
+    answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+async def bed(client: httpx.AsyncClient, headers: dict[str, str], n: int) -> dict[str, Any]:
+    """A patient and a monitor assigned to them; the monitor's token."""
+    patient = await client.post(
+        "/api/v1/patients",
+        json={
+            "identifier_system": "urn:oid:2.16.840.1.113883.2.1.4.1",
+            "identifier_value": f"BENCH-{n:05d}",
+            "family_name": "Bench",
+            "given_name": f"Patient {n}",
+            "birth_date": "1948-03-02",
+        },
+        headers=headers,
+    )
+    patient.raise_for_status()
+    device = await client.post(
+        "/api/v1/devices",
+        json={
+            "serial_number": f"STORE-{n:05d}",
+            "model": "Monitor",
+            "manufacturer": "X",
+            "patient_id": patient.json()["id"],
+        },
+        headers=headers,
+    )
+    device.raise_for_status()
+    registered: dict[str, Any] = device.json()
+    return registered | {"patient_id": patient.json()["id"]}
+
+
+async def load(
+    client: httpx.AsyncClient, fleet: list[dict[str, Any]], start: dt.datetime, seconds: int
+) -> int:
+    """Send every device's vitals of [start, start + seconds) in batches; return readings."""
+    rng = random.Random(7)
+    chunk = 900  # instants per request: 3,600 readings
+
+    async def device_load(device: dict[str, Any]) -> int:
+        headers = {"Authorization": f"Bearer {device['token']}"}
+        sent = 0
+        for offset in range(0, seconds, chunk):
+            batch = vitals(start + dt.timedelta(seconds=offset), min(chunk, seconds - offset), rng)
+            for _ in range(100):
+                answer = await client.post(
+                    f"/api/v1/devices/{device['id']}/data",
+                    json={"readings": batch},
+                    headers=headers,
+                )
+                if answer.status_code != 503:
+                    break
+                await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+            answer.raise_for_status()
+            sent += len(batch) * len(TYPES)
+        return sent
+
+    senders = asyncio.Semaphore(4)
+
+    async def limited(device: dict[str, Any]) -> int:
+        async with senders:
+            return await device_load(device)
+
+    return sum(await asyncio.gather(*(limited(device) for device in fleet)))
+
+
+async def footprint(dsn: str) -> tuple[int, int]:
+    """(bytes, rows) of the readings table over all its partitions."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        size = await connection.fetchval(
+            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
+            "FROM pg_partition_tree('reading')"
+        )
+        rows = await connection.fetchval("SELECT count(*) FROM reading")
+        return int(size), int(rows)
+    finally:
+        await connection.close()
+
+
+async def timed(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    answer = await client.get(url, headers=headers)
+    elapsed = time.perf_counter() - started
+    answer.raise_for_status()
+    return elapsed
+
+
+async def measure(args: argparse.Namespace, base: str, dsn: str) -> dict[str, Any]:
+    """Load the fleet's days, then time the reads; return the figures."""
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        headers = await sign_in(client)
+        fleet = [await bed(client, headers, n) for n in range(args.devices)]
+        seconds = int(args.days * 86_400)
+        end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+        start = end - dt.timedelta(seconds=seconds)
+        loading = time.perf_counter()
+        loaded = await load(client, fleet, start, seconds)
+        load_seconds = time.perf_counter() - loading
+        size, rows = await footprint(dsn)
+
+        rng = random.Random(11)
+        chart, page, latest = [], [], []
+        for _ in range(args.repeat):
+            device = rng.choice(fleet)
+            span = {"start": start.isoformat(), "end": (end + dt.timedelta(minutes=1)).isoformat()}
+            chart.append(
+                await timed(
+                    client,
+                    f"/api/v1/devices/{device['id']}/data/buckets?{httpx.QueryParams(span)}",
+                    headers,
+                )
+            )
+            at = start + dt.timedelta(seconds=rng.randrange(PAGE // len(TYPES), seconds))
+            window = {"start": start.isoformat(), "end": at.isoformat(), "limit": str(PAGE)}
+            page.append(
+                await timed(
+                    client,
+                    f"/api/v1/devices/{device['id']}/data?{httpx.QueryParams(window)}",
+                    headers,
+                )
+            )
+            latest.append(
+                await timed(client, f"/api/v1/readings/latest/{device['patient_id']}", headers)
+            )
+    return {
+        "benchmark": "store",
+        "devices": args.devices,
+        "days": args.days,
+        "readings_stored": rows,
+        "load_seconds": round(load_seconds, 1),
+        "load_readings_per_s": round(loaded / load_seconds),
+        "bytes_per_reading": round(size / rows, 1) if rows else None,
+        "table_mb": round(size / 2**20, 1),
+        "repeat": args.repeat,
+        "chart_p50_ms": percentile_ms(chart, 0.50),
+        "chart_p99_ms": percentile_ms(chart, 0.99),
+        "page_p50_ms": percentile_ms(page, 0.50),
+        "page_p99_ms": percentile_ms(page, 0.99),
+        "latest_p50_ms": percentile_ms(latest, 0.50),
+        "latest_p99_ms": percentile_ms(latest, 0.99),
+    }
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="medcloud bench store",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--repeat", type=int, default=100, help="times each read is made")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL server to create the run's database on",
+    )
+    parser.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="an extra MEDCLOUD_* setting for the deployment",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark on a deployment of its own and print its JSON."""
+    args = parse(argv)
+    with contextlib.ExitStack() as stack:
+        var = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "var"
+        dsn = stack.enter_context(fresh_database(args.postgres))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = medcloud_env(var, dsn, **dict(args.env or []))
+        stack.enter_context(
+            process(medcloud("serve", "--port", str(port)), env, var.parent / "serve.log")
+        )
+        wait_ready(base)
+        result = asyncio.run(measure(args, base, dsn))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,12 +1,13 @@
 """The readings store: what a stored reading costs on disk, and what clinicians' reads cost.
 
 Starts a deployment on a new database, registers `--devices` monitors, each on a patient of
-its own, and loads `--days` of their 1 Hz vitals (four types) through the batched HTTP API,
-newest day last, as a gateway replaying its buffer would. Then it times, `--repeat` times each,
-the reads a clinician makes all day:
+its own since before the range (the API assigns from now on, so the run dates the assignments
+back in its own database), and loads `--days` of their 1 Hz vitals (four types) through the
+batched HTTP API, as a gateway replaying its buffer would. Then it times, `--repeat` times
+each, the reads a clinician makes all day:
 
 - `chart`: the whole loaded range of one device as a chart (`GET …/data/buckets`);
-- `page`: a page of 1,000 readings of one device starting at a random instant of the range
+- `page`: a page of 1,000 readings of one device ending at a random instant of the range
   (`GET …/data?start&end&limit=1000`, newest first);
 - `latest`: a patient's newest value of every type (`GET /api/v1/readings/latest/{patient}`).
 
@@ -132,6 +133,17 @@ async def load(
     return sum(await asyncio.gather(*(limited(device) for device in fleet)))
 
 
+async def backdate_assignments(dsn: str, since: dt.datetime) -> None:
+    """Date the monitors' assignments back to `since`, in this run's own database: the API
+    assigns from now on, and readings taken before an assignment belong to no patient, which
+    no clinician's scoped read would show."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("UPDATE device_assignment SET started_at = $1", since)
+    finally:
+        await connection.close()
+
+
 async def footprint(dsn: str) -> tuple[int, int]:
     """(bytes, rows) of the readings table over all its partitions."""
     connection = await asyncpg.connect(dsn)
@@ -162,6 +174,7 @@ async def measure(args: argparse.Namespace, base: str, dsn: str) -> dict[str, An
         seconds = int(args.days * 86_400)
         end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
         start = end - dt.timedelta(seconds=seconds)
+        await backdate_assignments(dsn, start - dt.timedelta(days=1))
         loading = time.perf_counter()
         loaded = await load(client, fleet, start, seconds)
         load_seconds = time.perf_counter() - loading

@@ -168,6 +168,7 @@ class Intake:
                     "the readings store is catching up; send again shortly",
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 ) from exc
+        self._partitions.written(stored)
         metrics.readings_ingested.labels(transport).inc(len(stored))
         drifted = sum(1 for row in rows if row.clock_drift)
         if drifted:

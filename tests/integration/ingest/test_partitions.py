@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from medcloud.ingest import partitions
-from tests.support.client import Api, now, reading
+from tests.support.client import Api, eventually, now, reading
 
 pytestmark = [pytest.mark.services, pytest.mark.parametrize("backend", ["services"])]
 
@@ -131,3 +131,31 @@ async def test_readings_left_in_the_default_partition_are_given_their_months(
     assert await placed(api, device["id"]) == {name: 1}
     [kept] = await api.readings(alice, device["id"])
     assert kept["value"] == 70
+
+
+async def test_a_bulk_load_has_its_partitions_statistics_refreshed(api: Api, alice: str) -> None:
+    device = await api.register_device(alice)
+    month = partitions.add_months(partitions.month_start(now()), -4)
+    name = partitions.partition_name(month)
+    for part in range(3):  # 12,000 readings, past the first mark
+        batch = [
+            reading(
+                month + dt.timedelta(hours=part, seconds=i),
+                heart_rate=70,
+                spo2=97,
+                respiratory_rate=16,
+                temperature=36.8,
+            )
+            for i in range(1000)
+        ]
+        assert (await api.send(device, {"readings": batch})).status_code == 201
+
+    async def analysed() -> bool:
+        async with api.app.state.runtime.read_sessions() as session:
+            found = await session.scalar(
+                text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = :name"),
+                {"name": name},
+            )
+            return found is not None
+
+    assert await eventually(analysed, timeout=30)

@@ -53,13 +53,14 @@ import psutil
 
 from bench import http_load
 from bench.deployment import (
-    ADMIN,
     Usage,
+    admin_headers,
     free_port,
     fresh_database,
     medcloud,
     medcloud_env,
     process,
+    register_monitors,
     wait_ready,
 )
 from bench.figures import percentile_ms
@@ -199,63 +200,12 @@ async def run_monitor(
         await connection.close()
 
 
-async def _admin_headers(client: Any) -> dict[str, str]:
-    signed_in = await client.post(
-        "/api/v1/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}
-    )
-    signed_in.raise_for_status()
-    return {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
-
-
-async def register_monitors(base: str, patients: int) -> list[dict[str, Any]]:
-    """Create `patients` patients, each with a monitor assigned; return the monitors."""
-    import httpx
-
-    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        headers = await _admin_headers(client)
-
-        async def one(i: int) -> dict[str, Any]:
-            patient = await client.post(
-                "/api/v1/patients",
-                json={
-                    "identifier_system": "urn:bench",
-                    "identifier_value": f"BENCH-{i:05d}",
-                    "family_name": "Bench",
-                    "given_name": f"Patient {i}",
-                    "birth_date": "1950-01-01",
-                },
-                headers=headers,
-            )
-            patient.raise_for_status()
-            patient_id = patient.json()["id"]
-            device = await client.post(
-                "/api/v1/devices",
-                json={
-                    "serial_number": f"MON-{i:05d}",
-                    "model": "Monitor",
-                    "manufacturer": "X",
-                    "patient_id": patient_id,
-                },
-                headers=headers,
-            )
-            device.raise_for_status()
-            monitor: dict[str, Any] = device.json() | {"patient_id": patient_id}
-            return monitor
-
-        monitors: list[dict[str, Any]] = []
-        for first in range(0, patients, 25):
-            monitors += await asyncio.gather(
-                *(one(i) for i in range(first, min(first + 25, patients)))
-            )
-        return monitors
-
-
 async def list_alarms(base: str) -> list[dict[str, Any]]:
     """Every alarm of the deployment, through the API."""
     import httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        headers = await _admin_headers(client)
+        headers = await admin_headers(client)
         alarms: list[dict[str, Any]] = []
         cursor = None
         while True:

@@ -110,16 +110,62 @@ def wait_ready(base: str, *, timeout: float = 60) -> None:
     raise RuntimeError(f"{base} did not become ready in {timeout:g} s")
 
 
+async def admin_headers(client: httpx.AsyncClient, admin: Sequence[str] = ADMIN) -> dict[str, str]:
+    """Sign in as an admin; return the bearer header."""
+    signed_in = await client.post(
+        "/api/v1/auth/token", data={"username": admin[0], "password": admin[1]}
+    )
+    signed_in.raise_for_status()
+    return {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+
+
+async def register_monitors(base: str, patients: int) -> list[dict[str, Any]]:
+    """Create `patients` patients, each with a monitor assigned; return the monitors."""
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        headers = await admin_headers(client)
+
+        async def one(i: int) -> dict[str, Any]:
+            patient = await client.post(
+                "/api/v1/patients",
+                json={
+                    "identifier_system": "urn:bench",
+                    "identifier_value": f"BENCH-{i:05d}",
+                    "family_name": "Bench",
+                    "given_name": f"Patient {i}",
+                    "birth_date": "1950-01-01",
+                },
+                headers=headers,
+            )
+            patient.raise_for_status()
+            patient_id = patient.json()["id"]
+            device = await client.post(
+                "/api/v1/devices",
+                json={
+                    "serial_number": f"MON-{i:05d}",
+                    "model": "Monitor",
+                    "manufacturer": "X",
+                    "patient_id": patient_id,
+                },
+                headers=headers,
+            )
+            device.raise_for_status()
+            monitor: dict[str, Any] = device.json() | {"patient_id": patient_id}
+            return monitor
+
+        monitors: list[dict[str, Any]] = []
+        for first in range(0, patients, 25):
+            monitors += await asyncio.gather(
+                *(one(i) for i in range(first, min(first + 25, patients)))
+            )
+        return monitors
+
+
 async def register_fleet(
     base: str, devices: int, *, admin: Sequence[str] = ADMIN
 ) -> list[dict[str, Any]]:
     """Sign in as an admin and register `devices` devices; return them with their tokens."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        signed_in = await client.post(
-            "/api/v1/auth/token", data={"username": admin[0], "password": admin[1]}
-        )
-        signed_in.raise_for_status()
-        headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+        headers = await admin_headers(client, admin)
         fleet = []
         for i in range(devices):
             response = await client.post(

@@ -41,9 +41,8 @@ from bench.alarms import (
     add_service_options,
     deployment,
     list_alarms,
-    register_monitors,
 )
-from bench.deployment import ADMIN, Usage
+from bench.deployment import Usage, admin_headers, register_monitors
 from bench.figures import percentile_ms
 from medcloud.notifications.mailbox import LocalMailbox
 
@@ -55,11 +54,7 @@ CONNECTIONS = 32
 async def on_call(base: str) -> None:
     """Put the admin on call, organisation-wide, by email for every priority."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        signed_in = await client.post(
-            "/api/v1/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}
-        )
-        signed_in.raise_for_status()
-        headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+        headers = await admin_headers(client)
         me = await client.get("/api/v1/users/me", headers=headers)
         me.raise_for_status()
         user_id = me.json()["id"]

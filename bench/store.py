@@ -33,12 +33,13 @@ import asyncpg
 import httpx
 
 from bench.deployment import (
-    ADMIN,
+    admin_headers,
     free_port,
     fresh_database,
     medcloud,
     medcloud_env,
     process,
+    register_monitors,
     wait_ready,
 )
 from bench.figures import percentile_ms
@@ -59,44 +60,6 @@ def vitals(start: dt.datetime, seconds: int, rng: random.Random) -> list[dict[st
         }
         for i in range(seconds)
     ]
-
-
-async def sign_in(client: httpx.AsyncClient) -> dict[str, str]:
-    """An admin's bearer header."""
-    answer = await client.post(
-        "/api/v1/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}
-    )
-    answer.raise_for_status()
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-async def bed(client: httpx.AsyncClient, headers: dict[str, str], n: int) -> dict[str, Any]:
-    """A patient and a monitor assigned to them; the monitor's token."""
-    patient = await client.post(
-        "/api/v1/patients",
-        json={
-            "identifier_system": "urn:oid:2.16.840.1.113883.2.1.4.1",
-            "identifier_value": f"BENCH-{n:05d}",
-            "family_name": "Bench",
-            "given_name": f"Patient {n}",
-            "birth_date": "1948-03-02",
-        },
-        headers=headers,
-    )
-    patient.raise_for_status()
-    device = await client.post(
-        "/api/v1/devices",
-        json={
-            "serial_number": f"STORE-{n:05d}",
-            "model": "Monitor",
-            "manufacturer": "X",
-            "patient_id": patient.json()["id"],
-        },
-        headers=headers,
-    )
-    device.raise_for_status()
-    registered: dict[str, Any] = device.json()
-    return registered | {"patient_id": patient.json()["id"]}
 
 
 async def load(
@@ -169,8 +132,8 @@ async def timed(client: httpx.AsyncClient, url: str, headers: dict[str, str]) ->
 async def measure(args: argparse.Namespace, base: str, dsn: str) -> dict[str, Any]:
     """Load the fleet's days, then time the reads; return the figures."""
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        headers = await sign_in(client)
-        fleet = [await bed(client, headers, n) for n in range(args.devices)]
+        headers = await admin_headers(client)
+        fleet = await register_monitors(base, args.devices)
         seconds = int(args.days * 86_400)
         end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
         start = end - dt.timedelta(seconds=seconds)

@@ -148,24 +148,32 @@ _ROLLUP_UPSERT = text(
 )
 
 
+Folds = dict[Any, list[float]]
+"""Low, high, total and count, by key: buckets being added up."""
+
+
+def _fold(folds: Folds, key: Any, low: float, high: float, total: float, count: int) -> None:
+    bucket = folds.get(key)
+    if bucket is None:
+        folds[key] = [low, high, total, count]
+        return
+    bucket[0] = min(bucket[0], low)
+    bucket[1] = max(bucket[1], high)
+    bucket[2] += total
+    bucket[3] += count
+
+
 def rolled_up(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Each minute's and hour's low, high, total and count of the rows, per device, type and
     patient, in key order (so concurrent batches lock buckets in one order)."""
-    buckets: dict[tuple[str, int, int, str, str], list[float]] = {}
+    buckets: Folds = {}
     for row in rows:
         second = int(row.timestamp.timestamp())
         patient_key = row.patient_id or ""
         value = row.value
         for width in ROLLUP_WIDTHS:
             key = (row.device_id, width, second - second % width, row.type, patient_key)
-            bucket = buckets.get(key)
-            if bucket is None:
-                buckets[key] = [value, value, value, 1]
-            else:
-                bucket[0] = min(bucket[0], value)
-                bucket[1] = max(bucket[1], value)
-                bucket[2] += value
-                bucket[3] += 1
+            _fold(buckets, key, value, value, value, 1)
     return [
         {
             "device_id": device_id,
@@ -303,76 +311,34 @@ async def buckets(
             end=end,
             bucket_seconds=bucket_seconds,
         )
-    rollup_bucket = _bucket_of(session, ReadingRollup.bucket_start, bucket_seconds).label("number")
-    query = (
-        select(
-            ReadingRollup.type,
-            rollup_bucket,
+    folds: Folds = {}
+    await _fold_grouped(
+        session,
+        folds,
+        time=ReadingRollup.bucket_start,
+        code=ReadingRollup.type,
+        aggregates=(
             func.min(ReadingRollup.low),
             func.max(ReadingRollup.high),
             func.sum(ReadingRollup.total),
             func.sum(ReadingRollup.count),
-        )
-        .where(
+        ),
+        where=(
             ReadingRollup.device_id == device_id,
             ReadingRollup.width == width,
             ReadingRollup.bucket_start >= inner_start,
             ReadingRollup.bucket_start < inner_end,
-        )
-        .group_by(ReadingRollup.type, rollup_bucket)
+        ),
+        patient=ReadingRollup.patient_key,
+        patients=patients,
+        bucket_seconds=bucket_seconds,
     )
-    if patients is not None:
-        query = query.where(ReadingRollup.patient_key.in_(patients))
-    merged: dict[tuple[str, int], list[float]] = {}
-    for code, bucket, low, high, total, count in (await session.execute(query)).all():
-        _merge(merged, code, int(bucket), low, high, total, int(count))
     for edge_start, edge_end in ((start, inner_start), (inner_end, end)):
         if edge_start < edge_end:
-            edge = await raw_buckets(
-                session,
-                device_id,
-                patients=patients,
-                start=edge_start,
-                end=edge_end,
-                bucket_seconds=bucket_seconds,
+            await _fold_readings(
+                session, folds, device_id, patients, edge_start, edge_end, bucket_seconds
             )
-            for code, number, low, high, mean, count in edge:
-                _merge(merged, code, number, low, high, mean * count, count)
-    return [
-        (code, number, low, high, total / count, int(count))
-        for (code, number), (low, high, total, count) in sorted(
-            merged.items(), key=lambda item: (item[0][1], item[0][0])
-        )
-    ]
-
-
-def _merge(
-    merged: dict[tuple[str, int], list[float]],
-    code: str,
-    number: int,
-    low: float,
-    high: float,
-    total: float,
-    count: int,
-) -> None:
-    bucket = merged.get((code, number))
-    if bucket is None:
-        merged[(code, number)] = [low, high, total, count]
-        return
-    bucket[0] = min(bucket[0], low)
-    bucket[1] = max(bucket[1], high)
-    bucket[2] += total
-    bucket[3] += count
-
-
-def _floor(at: dt.datetime, seconds: int) -> dt.datetime:
-    epoch = int(at.timestamp() // seconds) * seconds
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)
-
-
-def _ceil(at: dt.datetime, seconds: int) -> dt.datetime:
-    floor = _floor(at, seconds)
-    return floor if floor == at else floor + dt.timedelta(seconds=seconds)
+    return _listed(folds)
 
 
 async def raw_buckets(
@@ -383,33 +349,85 @@ async def raw_buckets(
     start: dt.datetime,
     end: dt.datetime,
     bucket_seconds: int,
-) -> list[tuple[str, int, float, float, float, int]]:
-    """(type, bucket number, min, max, avg, count) of a device's readings in [start, end)."""
-    bucket = _bucket_of(session, Reading.timestamp, bucket_seconds).label("bucket")
-    query = (
-        select(
-            Reading.type,
-            bucket,
+) -> Buckets:
+    """(type, bucket number, min, max, avg, count) of a device's readings in [start, end), read
+    from every reading."""
+    folds: Folds = {}
+    await _fold_readings(session, folds, device_id, patients, start, end, bucket_seconds)
+    return _listed(folds)
+
+
+async def _fold_readings(
+    session: AsyncSession,
+    folds: Folds,
+    device_id: str,
+    patients: frozenset[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    bucket_seconds: int,
+) -> None:
+    await _fold_grouped(
+        session,
+        folds,
+        time=Reading.timestamp,
+        code=Reading.type,
+        aggregates=(
             func.min(Reading.value),
             func.max(Reading.value),
-            func.avg(Reading.value),
+            func.sum(Reading.value),
             func.count(),
-        )
-        .where(
+        ),
+        where=(
             Reading.device_id == device_id,
             Reading.timestamp >= start,
             Reading.timestamp < end,
-        )
-        .group_by(Reading.type, bucket)
-        .order_by(bucket, Reading.type)
+        ),
+        patient=Reading.patient_id,
+        patients=patients,
+        bucket_seconds=bucket_seconds,
     )
+
+
+async def _fold_grouped(
+    session: AsyncSession,
+    folds: Folds,
+    *,
+    time: Any,
+    code: Any,
+    aggregates: tuple[ColumnElement[Any], ...],
+    where: tuple[ColumnElement[bool], ...],
+    patient: Any,
+    patients: frozenset[str] | None,
+    bucket_seconds: int,
+) -> None:
+    """Add up, per type and bucket number, the low, high, total and count `aggregates` select
+    from readings or rollups in the database, then fold them into `folds`."""
+    number = _bucket_of(session, time, bucket_seconds).label("number")
+    query = select(code, number, *aggregates).where(*where).group_by(code, number)
     if patients is not None:
-        query = query.where(Reading.patient_id.in_(patients))
-    result = await session.execute(query)
+        query = query.where(patient.in_(patients))
+    for kind, bucket, low, high, total, count in (await session.execute(query)).all():
+        _fold(folds, (kind, int(bucket)), float(low), float(high), float(total), int(count))
+
+
+def _listed(folds: Folds) -> Buckets:
+    """Buckets oldest first, then by type, each with its mean."""
     return [
-        (t, int(b), float(lo), float(hi), float(mean), int(n))
-        for t, b, lo, hi, mean, n in result.all()
+        (kind, number, low, high, total / count, int(count))
+        for (kind, number), (low, high, total, count) in sorted(
+            folds.items(), key=lambda item: (item[0][1], item[0][0])
+        )
     ]
+
+
+def _floor(at: dt.datetime, seconds: int) -> dt.datetime:
+    epoch = int(at.timestamp() // seconds) * seconds
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def _ceil(at: dt.datetime, seconds: int) -> dt.datetime:
+    floor = _floor(at, seconds)
+    return floor if floor == at else floor + dt.timedelta(seconds=seconds)
 
 
 async def quarantine(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -7,17 +7,7 @@ import time
 
 import asyncpg
 
-COLUMNS = [
-    "organisation_id",
-    "device_id",
-    "patient_id",
-    "type",
-    "value",
-    "unit",
-    "timestamp",
-    "received_at",
-    "clock_drift",
-]
+COLUMNS = ["timestamp", "series_id", "value", "drift_seconds"]
 
 
 async def copy_rate(dsn: str) -> tuple[int, float]:

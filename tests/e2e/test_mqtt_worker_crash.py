@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
-from medcloud.ingest.models import Reading
+from medcloud.ingest.models import Reading, ReadingSeries
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support.mosquitto import Broker, MqttDevice, mqtt_device, running_broker
 from tests.support.processes import free_port, medcloud, settings_env
@@ -119,9 +119,9 @@ async def stored_numbers(settings: Settings, device_ids: list[str]) -> dict[str,
     try:
         async with runtime.read_sessions() as session:
             rows = await session.execute(
-                select(Reading.device_id, Reading.timestamp).where(
-                    Reading.device_id.in_(device_ids)
-                )
+                select(ReadingSeries.device_id, Reading.timestamp)
+                .join(ReadingSeries, ReadingSeries.id == Reading.series_id)
+                .where(ReadingSeries.device_id.in_(device_ids))
             )
             found: dict[str, set[int]] = {device_id: set() for device_id in device_ids}
             for device_id, timestamp in rows:
@@ -138,15 +138,14 @@ async def row_counts(settings: Settings, device_ids: list[str]) -> tuple[int, in
     runtime = bootstrap(settings)
     try:
         async with runtime.read_sessions() as session:
-            mine = Reading.device_id.in_(device_ids)
-            rows = await session.scalar(select(func.count()).select_from(Reading).where(mine))
+            mine = (
+                select(ReadingSeries.device_id, ReadingSeries.type, Reading.timestamp)
+                .join(ReadingSeries, ReadingSeries.id == Reading.series_id)
+                .where(ReadingSeries.device_id.in_(device_ids))
+            )
+            rows = await session.scalar(select(func.count()).select_from(mine.subquery()))
             distinct = await session.scalar(
-                select(func.count()).select_from(
-                    select(Reading.device_id, Reading.type, Reading.timestamp)
-                    .where(mine)
-                    .distinct()
-                    .subquery()
-                )
+                select(func.count()).select_from(mine.distinct().subquery())
             )
             return int(rows or 0), int(distinct or 0)
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from tests.support.client import Api, bearer, eventually, now, reading
 
 
@@ -64,6 +66,35 @@ async def test_time_range_and_paging_return_every_reading_once(api: Api, alice: 
         if cursor is None:
             break
     assert len(seen) == 25 and len(set(seen)) == 25 and seen == sorted(seen, reverse=True)
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+async def test_paging_a_device_of_several_types_returns_every_reading_once_newest_first(
+    api: Api, alice: str, size: int
+) -> None:
+    # Three series share every instant: a page may end between two readings of one instant.
+    device = await api.register_device(alice)
+    start = now() - dt.timedelta(hours=1)
+    batch = [
+        reading(start + dt.timedelta(seconds=i), heart_rate=60 + i, spo2=90 + i % 9, temperature=37)
+        for i in range(9)
+    ]
+    await api.send(device, {"readings": batch})
+
+    seen: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        params = {"limit": size} | ({"cursor": cursor} if cursor else {})
+        response = await api.http.get(
+            f"/api/v1/devices/{device['id']}/data", params=params, headers=bearer(alice)
+        )
+        page = response.json()
+        seen += [(item["timestamp"], item["type"]) for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 27 and len(set(seen)) == 27
+    assert [t for t, _ in seen] == sorted((t for t, _ in seen), reverse=True)
 
 
 async def test_a_resent_batch_is_stored_once(api: Api, alice: str) -> None:

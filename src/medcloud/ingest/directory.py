@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from medcloud.ingest.models import Reading
+from medcloud.ingest.models import Reading, ReadingSeries
+from medcloud.ingest.repository import in_time_order
 
 MAX_SERIES_POINTS = 200_000
 """A series is cut here: a week of one vital at 1 Hz is 604,800 readings, more than any
@@ -23,36 +24,39 @@ class SqlReadingHistory:
     async def series(
         self, patient_id: str, measurement: str, start: dt.datetime, end: dt.datetime
     ) -> list[tuple[dt.datetime, float]]:
-        """Return the patient's readings of one type in [start, end), oldest first."""
-        query = (
-            select(Reading.timestamp, Reading.value)
-            .where(
-                Reading.patient_id == patient_id,
-                Reading.type == measurement,
-                Reading.timestamp >= start,
-                Reading.timestamp < end,
-            )
-            .order_by(Reading.timestamp)
-            .limit(MAX_SERIES_POINTS)
+        """Return the patient's readings of one type in [start, end), oldest first (from every
+        device that took them)."""
+        of_patient = select(ReadingSeries.id).where(
+            ReadingSeries.patient_key == patient_id, ReadingSeries.type == measurement
         )
         async with self._sessions() as session:
+            series_ids = list((await session.scalars(of_patient)).all())
+            if not series_ids:
+                return []
+            query = in_time_order(
+                series_ids,
+                limit=MAX_SERIES_POINTS,
+                newest_first=False,
+                where=lambda _series_id: (Reading.timestamp >= start, Reading.timestamp < end),
+            )
             rows = await session.execute(query)
-            return [(timestamp, value) for timestamp, value in rows.all()]
+            return [(timestamp, value) for _series, timestamp, value, _drift in rows.all()]
 
     async def patients(
         self, organisation_id: str | None, start: dt.datetime, end: dt.datetime
     ) -> list[str]:
         """Return the patients with readings in [start, end) (None: of every organisation)."""
+        has_readings = exists().where(
+            Reading.series_id == ReadingSeries.id,
+            Reading.timestamp >= start,
+            Reading.timestamp < end,
+        )
         query = (
-            select(Reading.patient_id)
-            .where(
-                Reading.patient_id.is_not(None),
-                Reading.timestamp >= start,
-                Reading.timestamp < end,
-            )
+            select(ReadingSeries.patient_key)
+            .where(ReadingSeries.patient_key != "", has_readings)
             .distinct()
         )
         if organisation_id is not None:
-            query = query.where(Reading.organisation_id == organisation_id)
+            query = query.where(ReadingSeries.organisation_id == organisation_id)
         async with self._sessions() as session:
-            return [p for p in (await session.scalars(query)).all() if p is not None]
+            return list((await session.scalars(query)).all())

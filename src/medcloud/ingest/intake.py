@@ -23,11 +23,13 @@ from medcloud.config import Settings
 from medcloud.ingest.decode import Decoded, Problem
 from medcloud.ingest.partitions import Partitions, partitions_for
 from medcloud.ingest.schemas import IngestResult
+from medcloud.ingest.series import SeriesIds
 from medcloud.ingest.service import (
     device_principal,
     gate,
     keep_refused,
     patients_before_change,
+    series_needed,
     to_rows,
 )
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
@@ -76,10 +78,12 @@ class Intake:
     writer: ReadingWriter | None = None
     _senders: DeviceCache = field(init=False, repr=False)
     _partitions: Partitions = field(init=False, repr=False)
+    _series: SeriesIds = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._senders = DeviceCache(self.devices, self.settings.mqtt.device_cache_seconds)
         self._partitions = partitions_for(self.settings, self.uow_factory)
+        self._series = SeriesIds(self.uow_factory)
 
     async def sender(self, device_id: str) -> tuple[DevicePrincipal | None, bool]:
         """Name the device a transport vouches for by id (the broker authenticated it); None
@@ -139,7 +143,12 @@ class Intake:
         if problems:
             await self.refuse(device, problems, transport=transport, total=len(readings))
         earlier = await patients_before_change(self.devices, device, readings)
-        rows = to_rows(readings, device, now=now, settings=settings, earlier_patients=earlier)
+        series = await self._series.of_device(
+            device.organisation_id, device.device_id, series_needed(readings, device, earlier)
+        )
+        rows = to_rows(
+            readings, device, now=now, settings=settings, series=series, earlier_patients=earlier
+        )
         await self._partitions.ensure(rows)
         writer = None if alone or self.writer is None or not self.writer.running else self.writer
         if writer is None:

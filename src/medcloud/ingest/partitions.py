@@ -89,9 +89,7 @@ async def create_month(connection: AsyncConnection, month: dt.datetime) -> bool:
     )
     await connection.execute(text(create_statement(month)))
     if moved.rowcount:
-        await connection.execute(
-            text("INSERT INTO reading OVERRIDING SYSTEM VALUE SELECT * FROM reading_moving")
-        )
+        await connection.execute(text("INSERT INTO reading SELECT * FROM reading_moving"))
     await connection.execute(text("DROP TABLE reading_moving"))
     return True
 

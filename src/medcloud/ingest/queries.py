@@ -70,10 +70,10 @@ async def list_readings(
     patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
     after = decode_numbered_cursor(cursor) if cursor else None
     async with uow:
+        series = await repository.device_series(uow.session, device_id, patients)
         rows = await repository.page(
             uow.session,
-            device_id,
-            patients=patients,
+            series,
             start=start,
             end=end,
             limit=limit + 1,
@@ -91,7 +91,7 @@ async def list_readings(
             )
         )
         await uow.commit()
-    shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.id))
+    shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.series_id))
     items = [ReadingRead.model_validate(r) for r in shown]
     return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
 
@@ -121,8 +121,9 @@ async def summarise_readings(
     smallest = max(1, math.ceil(span / settings.ingest.max_chart_points))
     size = chart_bucket(max(bucket_seconds or smallest, smallest))
     async with uow:
+        series = await repository.device_series(uow.session, device_id, patients)
         found = await repository.buckets(
-            uow.session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
+            uow.session, series, start=start, end=end, bucket_seconds=size
         )
         uow.publish(
             audit_record(
@@ -136,8 +137,9 @@ async def summarise_readings(
             )
         )
         await uow.commit()
+    # Built from the database's own aggregates, so not validated again: a chart has thousands.
     items = [
-        Bucket(
+        Bucket.model_construct(
             type=code,
             start=dt.datetime.fromtimestamp(number * size, dt.UTC),
             min=low,
@@ -194,16 +196,7 @@ async def latest_readings(
         await uow.commit()
     return LatestReadings(
         patient_id=patient_id,
-        items=[
-            LatestReading(
-                type=r.type,
-                value=r.value,
-                unit=r.unit,
-                timestamp=r.timestamp,
-                device_id=r.device_id,
-            )
-            for r in found
-        ],
+        items=[LatestReading.model_validate(r) for r in found],
     )
 
 

@@ -153,6 +153,8 @@ class ReadingRead(BaseModel):
 class LatestReading(BaseModel):
     """The newest stored value of one measurement type for a patient."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     type: str
     value: float
     unit: str

@@ -19,15 +19,13 @@ from medcloud.ingest import repository
 from medcloud.ingest.decode import Problem
 from medcloud.ingest.repository import Row
 from medcloud.ingest.schemas import ReadingIn, UnitValue
-from medcloud.platform.catalogue import CATALOGUE, accepted_units, to_catalogue_unit
+from medcloud.platform.catalogue import CATALOGUE, UNITS, accepted_units, to_catalogue_unit
 from medcloud.platform.directory import DeviceDirectory, DeviceRef
 from medcloud.platform.errors import FieldError
 from medcloud.platform.security import DevicePrincipal
 from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
-
-UNITS = {code: kind.unit for code, kind in CATALOGUE.items()}
 
 
 def gate(
@@ -79,21 +77,43 @@ def check_readings(
     return [problem.error for problem in gate(readings, now=now, settings=settings, batch=batch)]
 
 
+SeriesOf = Mapping[tuple[str, str | None], int]
+"""A device's series ids by type and patient."""
+
+
+def series_needed(
+    readings: Sequence[ReadingIn],
+    device: DevicePrincipal,
+    earlier_patients: Mapping[dt.datetime, str | None] | None = None,
+) -> set[tuple[str, str | None]]:
+    """Name the (type, patient) series the readings' rows will belong to."""
+    earlier = earlier_patients or {}
+    needed: set[tuple[str, str | None]] = set()
+    for reading in readings:
+        timestamp = reading.timestamp.astimezone(dt.UTC)
+        patient_id = earlier.get(timestamp, device.patient_id) if earlier else device.patient_id
+        needed.update((code, patient_id) for code in reading.measurements)
+    return needed
+
+
 def to_rows(
     readings: Sequence[ReadingIn],
     device: DevicePrincipal,
     *,
     now: dt.datetime,
     settings: Settings,
+    series: SeriesOf | None = None,
     earlier_patients: Mapping[dt.datetime, str | None] | None = None,
 ) -> list[Row]:
-    """Turn gated readings into rows in catalogue units, one per (type, timestamp).
+    """Turn gated readings into rows in catalogue units, one per (type, timestamp), each in its
+    series (`series_needed` names them; without `series` the rows have none yet).
 
     A row belongs to the device's current patient unless `earlier_patients` names the patient
     assigned at its timestamp (readings taken before the device's last assignment change).
     """
     drifted_before = now - dt.timedelta(seconds=settings.ingest.max_past_drift_seconds)
     earlier = earlier_patients or {}
+    series = series or {}
     organisation_id, device_id = device.organisation_id, device.device_id
     # This loop runs for every value a device sends: what does not change per value is looked
     # up once, per reading or per call.
@@ -118,6 +138,7 @@ def to_rows(
                 timestamp,
                 now,
                 drifted,
+                series.get((code, patient_id), 0),
             )
     return list(unique.values())
 

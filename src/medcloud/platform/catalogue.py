@@ -88,6 +88,9 @@ CATALOGUE: dict[str, MeasurementType] = {
     )
 }
 
+UNITS = {code: kind.unit for code, kind in CATALOGUE.items()}
+"""The unit every measurement type is stored in."""
+
 
 # Units devices send that differ from the catalogue's, by (type, UCUM unit): each converts a value
 # into the catalogue unit, which is the only unit stored. Glucose: 1 mmol/L = 18.016 mg/dL

@@ -19,6 +19,7 @@ import jwt
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from medcloud.ingest import repository
 from medcloud.ingest.models import Reading
 from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
@@ -242,17 +243,14 @@ async def peters_alarm_and_rule(api: Api, cast: Cast) -> dict[str, str]:
     start = now() - dt.timedelta(minutes=40)
     runtime = api.app.state.runtime
     organisation_id = (await runtime.patients.get(cast.patients["peter"]["id"])).organisation_id
+    series = (oximeter["id"], "heart_rate", cast.patients["peter"]["id"], organisation_id)
     async with runtime.write_sessions() as session, session.begin():
+        [series_id] = (await repository.make_series(session, [series])).values()
         session.add_all(
             Reading(
-                organisation_id=organisation_id,
-                device_id=oximeter["id"],
-                patient_id=cast.patients["peter"]["id"],
-                type="heart_rate",
+                series_id=series_id,
                 value=70 + i % 5,
-                unit="/min",
                 timestamp=start + dt.timedelta(minutes=i),
-                received_at=start + dt.timedelta(minutes=i),
             )
             for i in range(40)
         )

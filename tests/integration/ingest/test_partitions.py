@@ -40,8 +40,9 @@ async def placed(api: Api, device_id: str) -> dict[str, int]:
     async with api.app.state.runtime.read_sessions() as session:
         rows = await session.execute(
             text(
-                "SELECT tableoid::regclass::text, count(*) FROM reading "
-                "WHERE device_id = :device GROUP BY 1"
+                "SELECT r.tableoid::regclass::text, count(*) FROM reading r "
+                "JOIN reading_series s ON s.id = r.series_id WHERE s.device_id = :device "
+                "GROUP BY 1"
             ),
             {"device": device_id},
         )
@@ -54,7 +55,8 @@ async def rolled_up(api: Api, device_id: str) -> dict[tuple[int, int], int]:
         rows = await session.execute(
             text(
                 "SELECT extract(month FROM bucket_start AT TIME ZONE 'UTC')::int, width, "
-                "sum(count) FROM reading_rollup WHERE device_id = :device GROUP BY 1, 2"
+                "sum(count) FROM reading_rollup r JOIN reading_series s ON s.id = r.series_id "
+                "WHERE s.device_id = :device GROUP BY 1, 2"
             ),
             {"device": device_id},
         )
@@ -115,10 +117,15 @@ async def test_readings_left_in_the_default_partition_are_given_their_months(
     async with runtime.database.writer.begin() as connection:
         await connection.execute(
             text(
-                "INSERT INTO reading_default (organisation_id, device_id, type, value, unit, "
-                '"timestamp", received_at, clock_drift) '
-                "SELECT organisation_id, id, 'heart_rate', 70, '/min', :at, :at, false "
-                "FROM device WHERE id = :device"
+                "INSERT INTO reading_series (device_id, type, patient_key, organisation_id) "
+                "SELECT id, 'heart_rate', '', organisation_id FROM device WHERE id = :device"
+            ),
+            {"device": device["id"]},
+        )
+        await connection.execute(
+            text(
+                'INSERT INTO reading_default ("timestamp", series_id, value) '
+                "SELECT :at, id, 70 FROM reading_series WHERE device_id = :device"
             ),
             {"device": device["id"], "at": long_ago},
         )

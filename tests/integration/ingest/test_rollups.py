@@ -16,6 +16,7 @@ import pytest
 from medcloud.ingest import repository
 from medcloud.ingest.queries import chart_bucket
 from medcloud.ingest.repository import Row
+from medcloud.ingest.series import SeriesIds
 from medcloud.ingest.writer import Job, store
 from medcloud.platform.runtime import Runtime
 from tests.support.client import Api, now
@@ -30,11 +31,12 @@ async def both_paths(
     patients: frozenset[str] | None = None,
 ) -> tuple[repository.Buckets, repository.Buckets]:
     async with api.app.state.runtime.read_sessions() as session:
+        series = await repository.device_series(session, device_id, patients)
         rolled = await repository.buckets(
-            session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
+            session, series, start=start, end=end, bucket_seconds=size
         )
         raw = await repository.raw_buckets(
-            session, device_id, patients=patients, start=start, end=end, bucket_seconds=size
+            session, series, start=start, end=end, bucket_seconds=size
         )
     return rolled, raw
 
@@ -55,22 +57,21 @@ async def test_charts_from_rollups_equal_charts_from_every_reading(api: Api, ali
     end = now().replace(microsecond=0)
     start = end - dt.timedelta(hours=30)
     patients = ["p-first", "p-second", None]  # a device that moved, and readings of no one
-    rows = [
-        Row(
-            "o",
-            device["id"],
-            rng.choice(patients),
-            code,
-            float(rng.randint(40, 160)),
-            "/min",
-            start + dt.timedelta(seconds=rng.randrange(30 * 3600), microseconds=rng.choice((0, 5))),
-            end,
-            False,
-        )
-        for code in ("heart_rate", "respiratory_rate")
-        for _ in range(800)
-    ]
-    unique = list({row.key: row for row in rows}.values())
+    codes = ("heart_rate", "respiratory_rate")
+    series = await SeriesIds(runtime.uow).of_device(
+        "o", device["id"], {(code, patient) for code in codes for patient in patients}
+    )
+    rows = []
+    for code in codes:
+        for _ in range(800):
+            patient = rng.choice(patients)
+            at = start + dt.timedelta(
+                seconds=rng.randrange(30 * 3600), microseconds=rng.choice((0, 5))
+            )
+            value = float(rng.randint(40, 160))
+            sid = series[(code, patient)]
+            rows.append(Row("o", device["id"], patient, code, value, "/min", at, end, False, sid))
+    unique = list({(row.device_id, row.type, row.timestamp): row for row in rows}.values())
     batches = [unique[i : i + 100] for i in range(0, len(unique), 100)]
     rng.shuffle(batches)  # out of order: late and backfilled readings join their buckets
     for n, batch in enumerate(batches):

@@ -74,5 +74,5 @@ def test_a_store_run_counts_every_reading_it_loaded_and_times_each_read() -> Non
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["readings_stored"] == int(0.02 * 86_400) * 4
     assert 0 < result["bytes_per_reading"] < 10_000
-    for read in ("chart", "page", "latest"):
+    for read in ("chart_7d", "page", "latest"):
         assert result[f"{read}_p50_ms"] <= result[f"{read}_p99_ms"]

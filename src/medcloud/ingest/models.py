@@ -133,8 +133,8 @@ class QuarantinedReading(Base):
     )
 
 
-ROLLUP_WIDTHS = (60, 3600)
-"""Seconds a rollup spans: a minute and an hour."""
+ROLLUP_WIDTHS = (60, 300, 3600)
+"""Seconds a rollup spans: a minute, five minutes and an hour, each dividing the next."""
 
 
 class ReadingRollup(Base):

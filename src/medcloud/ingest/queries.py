@@ -92,8 +92,17 @@ async def list_readings(
         )
         await uow.commit()
     shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.series_id))
-    items = [ReadingRead.model_validate(r) for r in shown]
-    return ReadingPage(device_id=device_id, items=items, next_cursor=next_cursor)
+    items = [
+        ReadingRead(
+            type=r.type,
+            value=r.value,
+            unit=r.unit,
+            timestamp=r.timestamp,
+            clock_drift=r.clock_drift,
+        )
+        for r in shown
+    ]
+    return ReadingPage.model_construct(device_id=device_id, items=items, next_cursor=next_cursor)
 
 
 async def summarise_readings(
@@ -137,9 +146,8 @@ async def summarise_readings(
             )
         )
         await uow.commit()
-    # Built from the database's own aggregates, so not validated again: a chart has thousands.
     items = [
-        Bucket.model_construct(
+        Bucket(
             type=code,
             start=dt.datetime.fromtimestamp(number * size, dt.UTC),
             min=low,
@@ -149,14 +157,15 @@ async def summarise_readings(
         )
         for code, number, low, high, mean, count in found
     ]
-    return BucketPage(device_id=device_id, bucket_seconds=size, items=items)
+    return BucketPage.model_construct(device_id=device_id, bucket_seconds=size, items=items)
 
 
 def chart_bucket(seconds: int) -> int:
-    """Round a bucket of a minute or more up to whole minutes, and of six hours or more up to
-    whole hours, so the minute and hour rollups tile it: a chart then reads hundreds of rollups
-    per bucket at most, not every reading."""
-    for width, from_seconds in ((3600, 6 * 3600), (60, 60)):
+    """Round a bucket of a minute or more up to whole minutes, of ten minutes or more up to
+    whole five minutes, and of six hours or more up to whole hours, so the rollups tile it: a
+    chart then reads at most a few hundred rollups per bucket, not every reading (a week's
+    chart: 2,016 five-minute rollups per type instead of 10,080 minute ones)."""
+    for width, from_seconds in ((3600, 6 * 3600), (300, 600), (60, 60)):
         if seconds >= from_seconds:
             return math.ceil(seconds / width) * width
     return seconds
@@ -196,7 +205,16 @@ async def latest_readings(
         await uow.commit()
     return LatestReadings(
         patient_id=patient_id,
-        items=[LatestReading.model_validate(r) for r in found],
+        items=[
+            LatestReading(
+                type=r.type,
+                value=r.value,
+                unit=r.unit,
+                timestamp=r.timestamp,
+                device_id=r.device_id,
+            )
+            for r in found
+        ],
     )
 
 

@@ -75,8 +75,12 @@ async def test_stored_readings_are_converted_with_their_series_values_drift_and_
                 )
             ).all()
             readings = await connection.scalar(sa.text("SELECT count(*) FROM reading"))
-            counted = await connection.scalar(
-                sa.text("SELECT sum(count) FROM reading_rollup WHERE width = 60")
+            counted: dict[int, int] = dict(
+                (
+                    await connection.execute(
+                        sa.text("SELECT width, sum(count) FROM reading_rollup GROUP BY width")
+                    )
+                ).all()
             )
         assert [tuple(s) for s in series] == [
             ("dev-a", "heart_rate", "pat-1", "org-1"),
@@ -84,7 +88,7 @@ async def test_stored_readings_are_converted_with_their_series_values_drift_and_
             ("dev-b", "heart_rate", "", "org-1"),
         ]
         assert readings == len(rows)
-        assert counted == len(rows)
+        assert counted == {60: len(rows), 300: len(rows), 3600: len(rows)}
 
         async with database.reader.connect() as connection:
             session = AsyncSession(bind=connection)

@@ -79,7 +79,7 @@ async def test_charts_from_rollups_equal_charts_from_every_reading(api: Api, ali
         if n % 3 == 0:  # sent again: stored, and rolled up, once
             await _store(runtime, batch[:30])
 
-    for size in (60, 300, 660, 3600, 6 * 3600):
+    for size in (60, 300, 660, 1200, 3600, 6 * 3600):
         for lo, hi in (
             (start, end),
             (start + dt.timedelta(seconds=17), end - dt.timedelta(seconds=41)),
@@ -98,13 +98,17 @@ async def _store(runtime: Runtime, rows: list[Row]) -> None:
     await store(runtime.uow, [Job("o", rows[0].device_id, rows[0].received_at, rows, future)])
 
 
-def test_chart_buckets_are_whole_minutes_or_hours_from_a_minute_up() -> None:
-    assert [chart_bucket(s) for s in (1, 59, 60, 61, 605, 21_599, 21_600, 21_601)] == [
+def test_chart_buckets_are_whole_minutes_five_minutes_or_hours_from_a_minute_up() -> None:
+    sizes = (1, 59, 60, 61, 599, 600, 605, 1008, 21_599, 21_600, 21_601)
+    assert [chart_bucket(s) for s in sizes] == [
         1,
         59,
         60,
         120,
-        660,
+        600,
+        600,
+        900,
+        1200,
         21_600,
         21_600,
         25_200,

@@ -25,9 +25,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PARTITIONS_AHEAD = 3
-# SQLite keeps datetimes as text in SQLAlchemy's form, which every bucket must share to compare.
-_SQLITE_BUCKET = {60: "%Y-%m-%d %H:%M:00.000000", 3600: "%Y-%m-%d %H:00:00.000000"}
-_PG_BUCKET = {60: "minute", 3600: "hour"}
 
 
 def upgrade() -> None:
@@ -147,11 +144,13 @@ def _rebuild_rollups(postgres: bool) -> None:
         sa.PrimaryKeyConstraint("series_id", "width", "bucket_start", name="pk_reading_rollup"),
         sqlite_with_rowid=False,
     )
-    for width in (60, 3600):
+    for width in (60, 300, 3600):
         bucket = (
-            f"date_trunc('{_PG_BUCKET[width]}', \"timestamp\", 'UTC')"
+            f'to_timestamp(floor(extract(epoch FROM "timestamp") / {width}) * {width})'
             if postgres
-            else f"strftime('{_SQLITE_BUCKET[width]}', \"timestamp\")"
+            # SQLAlchemy's text form of a UTC datetime, which every bucket must share to compare.
+            else "strftime('%Y-%m-%d %H:%M:%S.000000', "
+            f"CAST(strftime('%s', \"timestamp\") AS INTEGER) / {width} * {width}, 'unixepoch')"
         )
         op.execute(
             "INSERT INTO reading_rollup "  # noqa: S608  (constant expressions only)

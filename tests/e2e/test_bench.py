@@ -63,12 +63,19 @@ def test_a_single_reading_run_on_sqlite_counts_what_it_stored_beside_its_baselin
     assert result["copy_baseline_rows_per_s"] is None
 
 
-@pytest.mark.services
 @pytest.mark.timeout(300)
-def test_a_store_run_counts_every_reading_it_loaded_and_times_each_read() -> None:
+@pytest.mark.parametrize(
+    "deployment", ["embedded", pytest.param("postgres", marks=pytest.mark.services)]
+)
+def test_a_store_run_counts_every_reading_it_loaded_and_times_each_read(deployment: str) -> None:
     command = [sys.executable, "-m", "bench.store", "--days", "0.02", "--repeat", "3"]
     done = subprocess.run(
-        command, cwd=CHECKOUT, capture_output=True, text=True, timeout=240, check=False
+        [*command, "--deployment", deployment],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -62,17 +62,12 @@ class Row(NamedTuple):
     received_at: dt.datetime
     clock_drift: bool
     series_id: int = 0
-    """Given by `SeriesIds.identify` before the row is written."""
+    """Given by `to_rows`, from the ids `SeriesIds.of_device` found or made."""
 
     @property
     def key(self) -> tuple[int, dt.datetime]:
         """What makes a reading the same reading: its series and timestamp."""
         return self.series_id, self.timestamp
-
-    @property
-    def series_key(self) -> SeriesKey:
-        """The series the reading belongs to."""
-        return self.device_id, self.type, self.patient_id or "", self.organisation_id
 
     @property
     def drift_seconds(self) -> int | None:
@@ -125,21 +120,19 @@ async def make_series(session: AsyncSession, keys: Sequence[SeriesKey]) -> dict[
     ]
     insert_into = pg_insert if dialect_name(session) == "postgresql" else sqlite.insert
     await session.execute(insert_into(ReadingSeries).on_conflict_do_nothing(), values)
-    found = await session.execute(
+    stored = await session.execute(
         select(
-            ReadingSeries.id,
             ReadingSeries.device_id,
             ReadingSeries.type,
             ReadingSeries.patient_key,
             ReadingSeries.organisation_id,
-        ).where(ReadingSeries.device_id.in_({key[0] for key in keys}))
+            ReadingSeries.id,
+        ).where(ReadingSeries.device_id.in_({device_id for device_id, *_ in keys}))
     )
-    wanted = set(keys)
-    return {
-        key: series_id
-        for series_id, *rest in found.all()
-        if (key := (rest[0], rest[1], rest[2], rest[3])) in wanted
+    ids = {
+        (device, code, patient, org): series_id for device, code, patient, org, series_id in stored
     }
+    return {key: ids[key] for key in keys}
 
 
 async def device_series(

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 
 from medcloud.config import Settings
-from medcloud.ingest import repository
+from medcloud.ingest import repository, rollups
 from medcloud.ingest.schemas import (
     Bucket,
     BucketPage,
@@ -131,7 +131,7 @@ async def summarise_readings(
     size = chart_bucket(max(bucket_seconds or smallest, smallest))
     async with uow:
         series = await repository.device_series(uow.session, device_id, patients)
-        found = await repository.buckets(
+        found = await rollups.buckets(
             uow.session, series, start=start, end=end, bucket_seconds=size
         )
         uow.publish(

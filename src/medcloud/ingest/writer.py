@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from medcloud.ingest import repository
+from medcloud.ingest import repository, rollups
 from medcloud.ingest.events import ReadingsCollected, Sample
 from medcloud.ingest.repository import Row
 from medcloud.platform.clock import SystemTimer, Timer
@@ -54,7 +54,7 @@ async def store(uow_factory: UnitOfWorkFactory, jobs: Sequence[Job]) -> list[lis
     async with uow_factory() as uow:
         rows = [row for job in jobs for row in job.rows]
         stored = await repository.insert_new(uow.session, rows)
-        await repository.add_to_rollups(uow.session, stored)
+        await rollups.add_to_rollups(uow.session, stored)
         new = {row.key for row in stored}
         per_job: list[list[Row]] = []
         # One event per device and patient for the whole batch, however many requests or

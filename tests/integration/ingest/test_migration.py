@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.config import Settings
-from medcloud.ingest import repository
+from medcloud.ingest import repository, rollups
 from medcloud.platform.db import UTCDateTime, create_database
 from medcloud.platform.migrate import migrate
 from tests.integration.devices.test_migration import locations, run
@@ -94,7 +94,7 @@ async def test_stored_readings_are_converted_with_their_series_values_drift_and_
             session = AsyncSession(bind=connection)
             of_a = await repository.device_series(session, "dev-a", frozenset({"pat-1"}))
             page = await repository.page(session, of_a, start=None, end=None, limit=100, after=None)
-            chart = await repository.buckets(
+            chart = await rollups.buckets(
                 session, of_a, start=AT, end=AT + dt.timedelta(hours=1), bucket_seconds=3600
             )
             await session.close()

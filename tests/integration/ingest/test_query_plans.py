@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from medcloud.ingest import repository
+from medcloud.ingest import repository, rollups
 from medcloud.ingest.directory import SqlReadingHistory
 from medcloud.ingest.queries import chart_bucket
 from medcloud.platform.catalogue import CATALOGUE
@@ -170,7 +170,7 @@ async def test_every_hot_read_walks_a_primary_key_and_sorts_no_range(api: Api, a
             )
             await repository.page(session, of_device, start=None, end=None, limit=11, after=None)
             size = chart_bucket(round((end - start).total_seconds() / 600))
-            await repository.buckets(session, of_device, start=start, end=end, bucket_seconds=size)
+            await rollups.buckets(session, of_device, start=start, end=end, bucket_seconds=size)
             await repository.latest_per_type(session, organisation_id, PATIENT, sorted(CATALOGUE))
         history = SqlReadingHistory(runtime.read_sessions)
         await history.patients(organisation_id, end - dt.timedelta(hours=1), end)

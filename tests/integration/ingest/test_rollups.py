@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from medcloud.ingest import repository
+from medcloud.ingest import repository, rollups
 from medcloud.ingest.queries import chart_bucket
 from medcloud.ingest.repository import Row
 from medcloud.ingest.series import SeriesIds
@@ -29,19 +29,15 @@ async def both_paths(
     end: dt.datetime,
     size: int,
     patients: frozenset[str] | None = None,
-) -> tuple[repository.Buckets, repository.Buckets]:
+) -> tuple[rollups.Buckets, rollups.Buckets]:
     async with api.app.state.runtime.read_sessions() as session:
         series = await repository.device_series(session, device_id, patients)
-        rolled = await repository.buckets(
-            session, series, start=start, end=end, bucket_seconds=size
-        )
-        raw = await repository.raw_buckets(
-            session, series, start=start, end=end, bucket_seconds=size
-        )
+        rolled = await rollups.buckets(session, series, start=start, end=end, bucket_seconds=size)
+        raw = await rollups.raw_buckets(session, series, start=start, end=end, bucket_seconds=size)
     return rolled, raw
 
 
-def same(rolled: repository.Buckets, raw: repository.Buckets) -> None:
+def same(rolled: rollups.Buckets, raw: rollups.Buckets) -> None:
     assert [(t, n, c) for t, n, _lo, _hi, _avg, c in rolled] == [
         (t, n, c) for t, n, _lo, _hi, _avg, c in raw
     ]

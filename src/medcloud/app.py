@@ -47,7 +47,9 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.on_denied = functools.partial(record_denial, runtime)
-    install_error_handlers(app)
+    install_error_handlers(
+        app, {prefix: body for c in selected for prefix, body in c.error_formats.items()}
+    )
     # Routing tries routers in order, and a device's readings are nearly every request: the
     # ingest routes go first. No two contexts' paths overlap, so the order changes nothing else.
     for context in sorted(selected, key=lambda c: c.name != "ingest"):

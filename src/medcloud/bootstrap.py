@@ -29,12 +29,13 @@ from medcloud.platform.objects import (
 from medcloud.platform.outbox import OutboxRelay
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.security import TokenKeys, TokenService, configure_password_hashing
+from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
 # Notifications before analytics: its `/api/v1/alerts/stream` must be matched before the
 # alert list's `/api/v1/alerts/{alert_id}` when one process serves both.
-ALL_CONTEXTS = ("identity", "devices", "ingest", "notifications", "analytics", "audit")
+ALL_CONTEXTS = ("identity", "devices", "ingest", "notifications", "analytics", "audit", "interop")
 IN_PROCESS_PIPELINE = 4
 """Relay batches the in-process bus may hold at once."""
 
@@ -60,6 +61,8 @@ def bootstrap(
     """Build the runtime for `settings`; pass fakes to replace any external part."""
     # Imported here: contexts implement the published interfaces the platform hands out.
     from medcloud.devices.directory import SqlDeviceDirectory
+    from medcloud.devices.discovery import SqlEquipmentRegistry
+    from medcloud.identity.admissions import SqlPatientRegistry
     from medcloud.identity.directory import SqlCareDirectory, SqlPatientDirectory
     from medcloud.ingest.directory import SqlReadingHistory
 
@@ -103,18 +106,22 @@ def bootstrap(
         # decouple consumers already, and keep one batch at a time in publish order.
         pipeline=IN_PROCESS_PIPELINE if isinstance(bus, InProcessBus) else 1,
     )
+    cache = cache or (
+        RedisCache(settings.redis_url, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryCache()
+    )
+
+    def uow() -> UnitOfWork:
+        return UnitOfWork(write_sessions, clock=clock, on_commit=relay.committed)
+
     return Runtime(
         settings=settings,
         database=database,
         write_sessions=write_sessions,
         read_sessions=read_sessions,
         bus=bus,
-        cache=cache
-        or (
-            RedisCache(settings.redis_url, prefix=settings.redis_prefix)
-            if settings.redis_url
-            else MemoryCache()
-        ),
+        cache=cache,
         clock=clock,
         metrics=metrics,
         tokens=tokens,
@@ -123,6 +130,8 @@ def bootstrap(
         patients=SqlPatientDirectory(read_sessions),
         care=SqlCareDirectory(read_sessions, clock),
         readings=SqlReadingHistory(read_sessions),
+        equipment=SqlEquipmentRegistry(uow, cache),
+        patient_registry=SqlPatientRegistry(uow),
         objects=objects or create_object_store(settings),
     )
 

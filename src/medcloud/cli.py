@@ -252,6 +252,9 @@ def demo(
     mailbox_port: Annotated[
         int, typer.Option(help="Port of the demo's local SMTP mailbox, which alarms are mailed to.")
     ] = 2525,
+    mllp_port: Annotated[
+        int, typer.Option(help="Port the demo takes HL7 v2 on (MLLP), as monitor gateways send.")
+    ] = 2575,
 ) -> None:
     """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
     from medcloud.config import Settings
@@ -266,11 +269,11 @@ def demo(
             "database?); move it away or give the demo another place with --var-dir."
         )
         raise typer.Exit(1)
-    for port_number in (port, mailbox_port):
+    for port_number in (port, mailbox_port, mllp_port):
         if not _port_free(port_number):
             console.print(
                 f"[red]port {port_number} is in use[/]; choose another with --port "
-                "or --mailbox-port."
+                "--mailbox-port or --mllp-port."
             )
             raise typer.Exit(1)
     if var_dir.exists():
@@ -290,6 +293,7 @@ def demo(
             admin_password=password,
             started=started,
             mailbox_port=mailbox_port,
+            mllp_port=mllp_port,
         )
     )
 
@@ -393,6 +397,23 @@ def bench_notify(ctx: typer.Context) -> None:
     """
     _checkout_bench("notify")
     from bench.notify import main as run_bench
+
+    run_bench(ctx.args)
+
+
+@bench_app.command(
+    "mllp",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_mllp(ctx: typer.Context) -> None:
+    """Send PCD-01 messages over MLLP connections; print messages/s and ACK latency as JSON.
+
+    Options: --deployment postgres|embedded --connections N --seconds S;
+    `medcloud bench mllp --help` lists them all.
+    """
+    _checkout_bench("mllp")
+    from bench.mllp import main as run_bench
 
     run_bench(ctx.args)
 

@@ -278,6 +278,32 @@ class NotificationSettings(BaseModel):
     and sends email to it: the demo shows alarms as email without any account anywhere."""
 
 
+class MllpSettings(BaseModel):
+    """HL7 v2 over MLLP: the listener bedside monitors and their gateways send to."""
+
+    port: int | None = None
+    """Listen on this port when set (the HL7 convention is 2575); nothing listens otherwise."""
+    host: str = "127.0.0.1"
+    """The address the listener binds to."""
+    max_message_bytes: int = 1024 * 1024
+    """A frame larger than this is answered AR and the connection closed."""
+    read_timeout_seconds: float = 30.0
+    """A sender silent this long within a message is disconnected."""
+    idle_timeout_seconds: float = 600.0
+    """A connection with no message for this long is closed (senders reconnect)."""
+    max_connections: int = 256
+    """Connections beyond this are closed at once rather than queued."""
+    tls_certificate: str = ""
+    """PEM certificate (with its chain) to serve MLLP over TLS; empty: plain TCP."""
+    tls_key: str = ""
+    """PEM private key of `tls_certificate`."""
+    default_interface: bool = True
+    """Give the bootstrap organisation an interface that accepts 127.0.0.1 and registers
+    patients it does not know (the embedded demo); production defines its own."""
+    processed_ttl_days: int = 30
+    """How long a message's control id is remembered to answer a repeat without storing it."""
+
+
 class Settings(BaseSettings):
     """medcloud settings, read from `MEDCLOUD_*` environment variables (nested with `__`)."""
 
@@ -360,6 +386,8 @@ class Settings(BaseSettings):
     """The MQTT transport and device credentials on the broker."""
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     """Email, SMS and webhook channels, escalation and delivery."""
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    """The HL7 v2 listener (MLLP)."""
 
     @property
     def resolved_database_url(self) -> str:

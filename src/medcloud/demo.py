@@ -21,7 +21,7 @@ from rich.table import Table
 
 from medcloud import simulator
 from medcloud.app import create_app
-from medcloud.config import NotificationSettings, Settings
+from medcloud.config import MllpSettings, NotificationSettings, Settings
 from medcloud.platform.logging import configure_logging
 
 REPORT_EVERY_SECONDS = 5.0
@@ -61,6 +61,7 @@ async def run_demo(
     admin_password: str,
     started: float,
     mailbox_port: int = 2525,
+    mllp_port: int = 2575,
 ) -> None:
     """Run the demo until `seconds` pass or the server is stopped."""
     base = f"http://127.0.0.1:{port}"
@@ -70,6 +71,8 @@ async def run_demo(
         bootstrap_admin_password=SecretStr(admin_password),
         # Alarms go to a mailbox the demo keeps (a Maildir under var_dir): no account anywhere.
         notifications=NotificationSettings(demo_mailbox_port=mailbox_port, public_url=base),
+        # Monitor gateways on this machine may send HL7 v2 (the local interface takes them).
+        mllp=MllpSettings(port=mllp_port),
     )
     configure_logging(settings.log_level)
     config = uvicorn.Config(
@@ -106,6 +109,7 @@ async def run_demo(
         out.print(f"  on call:  {admin_email}, told by email (SMTP on 127.0.0.1:{mailbox_port})")
         out.print(f"  mailbox:  {maildir} (a Maildir: `mutt -f {maildir}` opens it)")
         out.print(f"  live:     curl -N -H 'Authorization: Bearer …' {base}/api/v1/alerts/stream")
+        out.print(f"  HL7 v2:   MLLP on 127.0.0.1:{mllp_port} (PCD-01 ORU^R01, ADT A01/A04/A08)")
         fleet = await simulator.register_fleet(client, token, devices, prefix="DEMO")
         out.print(f"  streaming vitals from {len(fleet)} simulated monitors, 1 reading/s each\n")
         live = asyncio.create_task(_follow_stream(base, headers, out))

@@ -157,6 +157,8 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
             str(port),
             "--mailbox-port",
             str(free_port()),
+            "--mllp-port",
+            str(free_port()),
         ],
         capture_output=True,
         text=True,
@@ -224,6 +226,7 @@ def test_the_demo_names_a_port_in_use_instead_of_a_traceback(tmp_path: Path) -> 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     port = free_port()
     args = ["demo", "--port", str(port), "--mailbox-port", str(free_port())]
+    args += ["--mllp-port", str(free_port())]
     with subprocess.Popen(
         [sys.executable, "-m", "medcloud.cli", *args, "--var-dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE,

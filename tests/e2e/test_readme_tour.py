@@ -29,6 +29,7 @@ def test_the_readme_shows_the_tour_script_verbatim() -> None:
 def test_the_tour_runs_step_by_step_against_the_demo(tmp_path: Path) -> None:
     port = free_port()
     args = ["demo", "--port", str(port), "--mailbox-port", str(free_port())]
+    args += ["--mllp-port", str(free_port())]
     home = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp_path)}
     with subprocess.Popen(
         [sys.executable, "-m", "medcloud.cli", *args, "--var-dir", str(tmp_path / "demo")],

@@ -12,8 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.devices import repository
+from medcloud.devices.models import Device
 from medcloud.platform.clock import Clock, SystemClock
-from medcloud.platform.directory import DeviceRef
+from medcloud.platform.directory import DeviceCard, DeviceQuery, DeviceRef
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,28 @@ class SqlDeviceDirectory:
             patient_since=since,
             decommissioned=device.status == "decommissioned",
         )
+
+    async def card(self, device_id: str) -> DeviceCard | None:
+        """Return what may be shown of the device, or None."""
+        async with self._sessions() as session:
+            device = await repository.get(session, device_id)
+        return None if device is None else _card(device)
+
+    async def search(
+        self,
+        organisation_id: str,
+        query: DeviceQuery,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> list[DeviceCard]:
+        """Return up to `limit` of the organisation's devices matching `query`, newest first,
+        after a (created_at, id) position."""
+        async with self._sessions() as session:
+            found = await repository.search(
+                session, organisation_id, query, limit=limit, after=after
+            )
+        return [_card(device) for device in found]
 
     async def patients_at(self, device_id: str, times: Sequence[dt.datetime]) -> list[str | None]:
         """Return the patient the device was assigned to at each of `times` (None: nobody)."""
@@ -134,3 +157,18 @@ class SqlDeviceDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recorder
         await self.record_uses()
+
+
+def _card(device: Device) -> DeviceCard:
+    return DeviceCard(
+        id=device.id,
+        organisation_id=device.organisation_id,
+        patient_id=device.patient_id,
+        serial_number=device.serial_number,
+        manufacturer=device.manufacturer,
+        model=device.model,
+        udi=device.udi,
+        firmware_version=device.firmware_version,
+        status=device.status,
+        created_at=device.created_at,
+    )

@@ -18,6 +18,7 @@ from medcloud.devices.models import (
     DeviceCredential,
     DeviceModel,
 )
+from medcloud.platform.directory import DeviceQuery
 from medcloud.platform.errors import NotFound
 
 
@@ -108,14 +109,20 @@ async def mark_credentials_used(
         await session.execute(statement, params)
 
 
-async def serial_taken(session: AsyncSession, organisation_id: str, serial_number: str) -> bool:
-    """Tell whether the organisation already has a device with this serial number."""
-    found = await session.scalar(
-        select(Device.id).where(
+async def by_serial(
+    session: AsyncSession, organisation_id: str, serial_number: str
+) -> Device | None:
+    """Return the organisation's device with this serial number, or None."""
+    return await session.scalar(
+        select(Device).where(
             Device.organisation_id == organisation_id, Device.serial_number == serial_number
         )
     )
-    return found is not None
+
+
+async def serial_taken(session: AsyncSession, organisation_id: str, serial_number: str) -> bool:
+    """Tell whether the organisation already has a device with this serial number."""
+    return await by_serial(session, organisation_id, serial_number) is not None
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,39 @@ async def page(
         )
     query = query.order_by(Device.created_at.desc(), Device.id.desc()).limit(limit)
     return (await session.scalars(query)).all()
+
+
+async def search(
+    session: AsyncSession,
+    organisation_id: str,
+    query: DeviceQuery,
+    *,
+    limit: int,
+    after: tuple[dt.datetime, str] | None,
+) -> Sequence[Device]:
+    """Return the organisation's devices matching `query`, newest first, after a cursor.
+
+    A serial number is one probe of the (organisation, serial_number) key; the rest walk the
+    (organisation, created_at) index newest first and stop at `limit`.
+    """
+    statement = select(Device).where(Device.organisation_id == organisation_id)
+    if query.serial_number is not None:
+        statement = statement.where(Device.serial_number == query.serial_number)
+    if query.patient_id is not None:
+        statement = statement.where(Device.patient_id == query.patient_id)
+    for ids, column in ((query.ids, Device.id), (query.patients, Device.patient_id)):
+        if ids is not None:
+            statement = statement.where(column.in_(ids))
+    if after is not None:
+        created_at, device_id = after
+        statement = statement.where(
+            or_(
+                Device.created_at < created_at,
+                and_(Device.created_at == created_at, Device.id < device_id),
+            )
+        )
+    statement = statement.order_by(Device.created_at.desc(), Device.id.desc()).limit(limit)
+    return (await session.scalars(statement)).all()
 
 
 async def touch(session: AsyncSession, seen: Mapping[str, dt.datetime]) -> None:

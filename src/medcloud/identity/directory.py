@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.identity import repository
-from medcloud.identity.models import UserAccount
+from medcloud.identity.models import Patient, UserAccount
 from medcloud.platform.clock import Clock
-from medcloud.platform.directory import CareScope, PatientRef
+from medcloud.platform.directory import CareScope, PatientCard, PatientQuery, PatientRef
 from medcloud.platform.security import Role
 
 NOBODY = CareScope(whole_organisation=False, patient_ids=frozenset())
@@ -42,6 +43,42 @@ class SqlPatientDirectory:
         async with self._sessions() as session:
             found = await repository.wards_in_organisation(session, organisation_id, [ward_id])
         return ward_id in found
+
+    async def cards(self, patient_ids: Sequence[str]) -> list[PatientCard]:
+        """Return what may be shown of each known patient, in one look-up."""
+        async with self._sessions() as session:
+            found = await repository.patients_by_ids(session, patient_ids)
+        return [_card(patient) for patient in found]
+
+    async def search(
+        self,
+        organisation_id: str,
+        query: PatientQuery,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> list[PatientCard]:
+        """Return up to `limit` of the organisation's patients matching `query`, newest first,
+        after a (created_at, id) position."""
+        async with self._sessions() as session:
+            found = await repository.search_patients(
+                session, organisation_id, query, limit=limit, after=after
+            )
+        return [_card(patient) for patient in found]
+
+
+def _card(patient: Patient) -> PatientCard:
+    return PatientCard(
+        id=patient.id,
+        organisation_id=patient.organisation_id,
+        ward_id=patient.ward_id,
+        identifier_system=patient.identifier_system,
+        identifier_value=patient.identifier_value,
+        family_name=patient.family_name,
+        given_name=patient.given_name,
+        birth_date=patient.birth_date,
+        created_at=patient.created_at,
+    )
 
 
 class SqlCareDirectory:

@@ -18,6 +18,7 @@ from medcloud.identity.models import (
     Ward,
     WardMember,
 )
+from medcloud.platform.directory import PatientQuery
 from medcloud.platform.paging import before
 
 
@@ -119,6 +120,16 @@ async def list_users(session: AsyncSession, organisation_id: str) -> Sequence[Us
     return (await session.scalars(query)).all()
 
 
+async def ward_named(session: AsyncSession, organisation_id: str, name: str) -> Ward | None:
+    """Return the organisation's ward of this name (ignoring case), or None."""
+    return await session.scalar(
+        select(Ward)
+        .where(Ward.organisation_id == organisation_id, func.lower(Ward.name) == name.lower())
+        .order_by(Ward.created_at, Ward.id)
+        .limit(1)
+    )
+
+
 async def list_wards(session: AsyncSession, organisation_id: str) -> Sequence[Ward]:
     """Return the organisation's wards by name."""
     query = select(Ward).where(Ward.organisation_id == organisation_id).order_by(Ward.name)
@@ -183,18 +194,24 @@ async def patient_wards(session: AsyncSession, patient_ids: Sequence[str]) -> di
     return dict(rows.all())
 
 
-async def patient_identifier_taken(
+async def patient_by_identifier(
     session: AsyncSession, organisation_id: str, system: str, value: str
-) -> bool:
-    """Tell whether the organisation already has a patient with this identifier."""
-    found = await session.scalar(
-        select(Patient.id).where(
+) -> Patient | None:
+    """Return the organisation's patient with this identifier, or None."""
+    return await session.scalar(
+        select(Patient).where(
             Patient.organisation_id == organisation_id,
             Patient.identifier_system == system,
             Patient.identifier_value == value,
         )
     )
-    return found is not None
+
+
+async def patient_identifier_taken(
+    session: AsyncSession, organisation_id: str, system: str, value: str
+) -> bool:
+    """Tell whether the organisation already has a patient with this identifier."""
+    return await patient_by_identifier(session, organisation_id, system, value) is not None
 
 
 async def page_patients(
@@ -213,6 +230,53 @@ async def page_patients(
         query = query.where(before(Patient.created_at, Patient.id, after))
     query = query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
     return (await session.scalars(query)).all()
+
+
+async def patients_by_ids(session: AsyncSession, patient_ids: Sequence[str]) -> Sequence[Patient]:
+    """Return the patients of these ids that exist."""
+    if not patient_ids:
+        return []
+    return (await session.scalars(select(Patient).where(Patient.id.in_(list(patient_ids))))).all()
+
+
+async def search_patients(
+    session: AsyncSession,
+    organisation_id: str,
+    query: PatientQuery,
+    *,
+    limit: int,
+    after: tuple[dt.datetime, str] | None,
+) -> Sequence[Patient]:
+    """Return the organisation's patients matching `query`, newest first, after a cursor.
+
+    An identifier search is one probe of the (organisation, system, value) key; the rest walk
+    the (organisation, created_at) index newest first and stop at `limit`.
+    """
+    statement = select(Patient).where(Patient.organisation_id == organisation_id)
+    for column, value in (
+        (Patient.identifier_system, query.identifier_system),
+        (Patient.identifier_value, query.identifier_value),
+        (Patient.ward_id, query.ward_id),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    for ids in (query.ids, query.patients):
+        if ids is not None:
+            statement = statement.where(Patient.id.in_(ids))
+    if query.name:
+        # LIKE's wildcards in a name are meant literally.
+        escaped = query.name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        prefix = escaped + "%"
+        statement = statement.where(
+            or_(
+                func.lower(Patient.family_name).like(prefix, escape="\\"),
+                func.lower(Patient.given_name).like(prefix, escape="\\"),
+            )
+        )
+    if after is not None:
+        statement = statement.where(before(Patient.created_at, Patient.id, after))
+    statement = statement.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
+    return (await session.scalars(statement)).all()
 
 
 async def care_scope_patient_ids(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.config import Settings
 from medcloud.identity import repository
-from medcloud.identity.events import UserCreated
+from medcloud.identity.events import OrganisationCreated, UserCreated
 from medcloud.identity.models import Organisation, UserAccount, Ward
 from medcloud.identity.passwords import check_password
 from medcloud.identity.schemas import WardCreate, WardPage, WardRead
@@ -73,11 +73,13 @@ async def create_organisation(
     admin_email: str,
     admin_password: str,
     min_password_length: int | None = 12,
+    bootstrap: bool = False,
 ) -> tuple[str, str]:
     """Create an organisation with its first admin; return (organisation id, admin id).
 
     `min_password_length=None` skips the password policy (for a password an operator set in
-    configuration rather than a person chose).
+    configuration rather than a person chose). `bootstrap` marks the first organisation,
+    created from settings, for what its deployment sets up with it (the demo's HL7 interface).
     """
     if min_password_length is not None:
         problems = check_password(admin_password, email=admin_email, min_length=min_password_length)
@@ -106,6 +108,7 @@ async def create_organisation(
             mfa_enabled=False,
         )
         uow.session.add(user)
+        uow.publish(OrganisationCreated(organisation_id=organisation.id, bootstrap=bootstrap))
         uow.publish(UserCreated(organisation_id=organisation.id, user_id=user.id, role=user.role))
         uow.publish(
             audit_record(
@@ -136,5 +139,6 @@ async def ensure_bootstrap_admin(*, uow_factory: UnitOfWorkFactory, settings: Se
         admin_email=email,
         admin_password=password.get_secret_value(),
         min_password_length=None,
+        bootstrap=True,
     )
     log.info("identity.bootstrap_admin_created")

@@ -7,8 +7,10 @@ import datetime as dt
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from medcloud.ingest import repository
 from medcloud.ingest.models import Reading, ReadingSeries
 from medcloud.ingest.repository import in_time_order
+from medcloud.platform.directory import ReadingQuery, StoredReading
 
 MAX_SERIES_POINTS = 200_000
 """A series is cut here: a week of one vital at 1 Hz is 604,800 readings, more than any
@@ -60,3 +62,48 @@ class SqlReadingHistory:
             query = query.where(ReadingSeries.organisation_id == organisation_id)
         async with self._sessions() as session:
             return list((await session.scalars(query)).all())
+
+    async def page(
+        self, query: ReadingQuery, *, newest_first: bool, limit: int
+    ) -> list[StoredReading]:
+        """Return up to `limit` readings matching `query` in time order (ties: in a fixed order
+        of their series)."""
+        async with self._sessions() as session:
+            series = await repository.series_named(session, query)
+            rows = await repository.in_range(
+                session,
+                list(series),
+                start=query.start,
+                end=query.end,
+                newest_first=newest_first,
+                limit=limit,
+            )
+        return [_stored(series[series_id], at, value) for series_id, at, value in rows]
+
+    async def latest(self, query: ReadingQuery, *, per_type: int) -> list[StoredReading]:
+        """Return the newest `per_type` readings of each type matching `query` (from whichever
+        device took them), newest first."""
+        async with self._sessions() as session:
+            series = await repository.series_named(session, query)
+            rows = await repository.newest_of_each(
+                session, list(series), per_series=per_type, start=query.start, end=query.end
+            )
+        by_type: dict[str, list[StoredReading]] = {}
+        for series_id, at, value in rows:
+            reading = _stored(series[series_id], at, value)
+            by_type.setdefault(reading.type, []).append(reading)
+        newest = [
+            reading
+            for readings in by_type.values()
+            for reading in sorted(readings, key=lambda r: r.at, reverse=True)[:per_type]
+        ]
+        return sorted(newest, key=lambda r: (r.at, r.type, r.device_id), reverse=True)
+
+    async def types_measured(self, device_id: str) -> list[str]:
+        """Return the types of reading the device has sent, sorted."""
+        async with self._sessions() as session:
+            return await repository.device_types(session, device_id)
+
+
+def _stored(name: repository.SeriesName, at: dt.datetime, value: float) -> StoredReading:
+    return StoredReading(name.device_id, name.type, at, value, name.patient_id)

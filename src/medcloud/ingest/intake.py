@@ -11,7 +11,6 @@ stored. A repeated idempotency key replays its first answer.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,7 +21,7 @@ import orjson
 from medcloud.config import Settings
 from medcloud.ingest.decode import Decoded, Problem
 from medcloud.ingest.partitions import Partitions, partitions_for
-from medcloud.ingest.schemas import IngestResult
+from medcloud.ingest.schemas import IngestResult, ReadingIn
 from medcloud.ingest.series import SeriesIds
 from medcloud.ingest.service import (
     device_principal,
@@ -34,8 +33,9 @@ from medcloud.ingest.service import (
 )
 from medcloud.ingest.writer import Backlogged, Job, ReadingWriter, store
 from medcloud.platform.cache import Cache
-from medcloud.platform.directory import DeviceDirectory, DeviceRef
+from medcloud.platform.directory import DeviceDirectory, DeviceRef, Measured
 from medcloud.platform.errors import DomainError, FieldError, Invalid, Unavailable
+from medcloud.platform.memo import Memo
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.policy import authorize_device_write
 from medcloud.platform.security import DevicePrincipal, Principal
@@ -50,6 +50,7 @@ class Transport(StrEnum):
     HTTP = "http"
     MQTT = "mqtt"
     UPLOAD = "upload"
+    MLLP = "mllp"
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ class Intake:
     cache: Cache
     uow_factory: UnitOfWorkFactory
     writer: ReadingWriter | None = None
-    _senders: DeviceCache = field(init=False, repr=False)
+    _senders: Memo[str, DeviceRef | None] = field(init=False, repr=False)
     _partitions: Partitions = field(init=False, repr=False)
     _series: SeriesIds = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._senders = DeviceCache(self.devices, self.settings.mqtt.device_cache_seconds)
+        self._senders = Memo(self.settings.mqtt.device_cache_seconds)
         self._partitions = partitions_for(self.settings, self.uow_factory)
         self._series = SeriesIds(self.uow_factory)
 
@@ -90,7 +91,7 @@ class Intake:
         when it is unknown or out of service. Also tell whether this call looked it up rather
         than finding it remembered (for `mqtt.device_cache_seconds`), so a flood from an
         unknown device can be logged once per look-up, not per message."""
-        device, looked_up = await self._senders.get(device_id)
+        device, looked_up = await self._senders.get(device_id, lambda: self.devices.get(device_id))
         if device is None or device.decommissioned:
             return None, looked_up
         return device_principal(device), looked_up
@@ -131,6 +132,21 @@ class Intake:
                 ttl_seconds=self.settings.ingest.idempotency_ttl_seconds,
             )
         return result
+
+    async def vouched(
+        self, device: DeviceRef, readings: Sequence[Measured], *, transport: str
+    ) -> int:
+        """Store, all or nothing, readings a transport vouches `device` took (an HL7 interface
+        that named it); return how many measurements were new."""
+        decoded = Decoded(
+            [ReadingIn(timestamp=r.at, measurements=dict(r.values)) for r in readings],
+            batch=True,
+            problems=[],
+        )
+        result = await self.receive(
+            device_principal(device), device.id, decoded, transport=Transport(transport)
+        )
+        return result.stored
 
     async def _store(
         self, device: DevicePrincipal, decoded: Decoded, *, transport: Transport, alone: bool
@@ -222,41 +238,6 @@ class Intake:
             f"{len(errors)} problem(s) in the readings; none of the {total} were stored",
             errors=errors,
         )
-
-
-class DeviceCache:
-    """Devices by id, remembered briefly; unknown ones too, so a flood costs one lookup.
-
-    Concurrent misses for one device share a lookup: a worker starting on a backlog receives
-    Receive Maximum messages at once, mostly from devices it has not looked up yet.
-    """
-
-    def __init__(self, directory: DeviceDirectory, ttl_seconds: float) -> None:
-        self._directory = directory
-        self._ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, DeviceRef | None]] = {}
-        self._lookups: dict[str, asyncio.Task[DeviceRef | None]] = {}
-
-    async def get(self, device_id: str) -> tuple[DeviceRef | None, bool]:
-        """Return the device (None: unknown) and whether this call looked it up."""
-        now = time.monotonic()
-        entry = self._entries.get(device_id)
-        if entry is not None and entry[0] > now:
-            return entry[1], False
-        lookup = self._lookups.get(device_id)
-        if lookup is not None:
-            return await asyncio.shield(lookup), False
-        lookup = asyncio.ensure_future(self._directory.get(device_id))
-        self._lookups[device_id] = lookup
-        try:
-            device = await asyncio.shield(lookup)
-        finally:
-            if self._lookups.get(device_id) is lookup:
-                del self._lookups[device_id]
-        if len(self._entries) > 100_000:
-            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-        self._entries[device_id] = (time.monotonic() + self._ttl, device)
-        return device, True
 
 
 def _replayed(seen: bytes, replay: Replay) -> IngestResult:

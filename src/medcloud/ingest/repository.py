@@ -34,6 +34,7 @@ from medcloud.ingest.models import (
 )
 from medcloud.platform.catalogue import UNITS
 from medcloud.platform.db import dialect_name
+from medcloud.platform.directory import ReadingQuery
 
 SeriesKey = tuple[str, str, str, str]
 """What names a series: device, type, patient ('' for none) and organisation."""
@@ -284,6 +285,103 @@ async def page(
 
     found = await session.execute(in_time_order(sorted(series), limit=limit, where=within))
     return [Stored(s, series[s], ts, value, drift) for s, ts, value, drift in found.all()]
+
+
+class SeriesName(NamedTuple):
+    """What a series' readings are: whose, of what, from which device."""
+
+    device_id: str
+    type: str
+    patient_id: str | None
+
+
+async def series_named(session: AsyncSession, query: ReadingQuery) -> dict[int, SeriesName]:
+    """Return the series (id → name) that `query` reads, found by its patient or its device."""
+    if query.patient_id is None and query.device_id is None:
+        raise ValueError("a reading query names a patient or a device")
+    statement = select(
+        ReadingSeries.id, ReadingSeries.device_id, ReadingSeries.type, ReadingSeries.patient_key
+    ).where(ReadingSeries.organisation_id == query.organisation_id)
+    if query.patient_id is not None:
+        statement = statement.where(ReadingSeries.patient_key == query.patient_id)
+    if query.device_id is not None:
+        statement = statement.where(ReadingSeries.device_id == query.device_id)
+    if query.types is not None:
+        statement = statement.where(ReadingSeries.type.in_(query.types))
+    if query.patients is not None:
+        statement = statement.where(ReadingSeries.patient_key.in_(query.patients))
+    rows = await session.execute(statement)
+    return {
+        series_id: SeriesName(device_id, code, patient or None)
+        for series_id, device_id, code, patient in rows.all()
+    }
+
+
+def _within(start: dt.datetime | None, end: dt.datetime | None) -> list[ColumnElement[bool]]:
+    """The conditions of [start, end) on a reading's time (None: open on that side)."""
+    conditions: list[ColumnElement[bool]] = []
+    if start is not None:
+        conditions.append(Reading.timestamp >= start)
+    if end is not None:
+        conditions.append(Reading.timestamp < end)
+    return conditions
+
+
+async def in_range(
+    session: AsyncSession,
+    series_ids: Sequence[int],
+    *,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    newest_first: bool,
+    limit: int,
+) -> list[tuple[int, dt.datetime, float]]:
+    """Return up to `limit` readings of the series in [start, end), in time order (ties: by
+    series), each series walking its own key."""
+    if not series_ids:
+        return []
+    conditions = _within(start, end)
+    query = in_time_order(
+        sorted(series_ids),
+        limit=limit,
+        newest_first=newest_first,
+        where=lambda _series_id: conditions,
+    )
+    rows = await session.execute(query)
+    return [(series_id, timestamp, value) for series_id, timestamp, value, _drift in rows.all()]
+
+
+async def newest_of_each(
+    session: AsyncSession,
+    series_ids: Sequence[int],
+    *,
+    per_series: int,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> list[tuple[int, dt.datetime, float]]:
+    """Return the newest `per_series` readings of each series in [start, end): one backward
+    walk of each series' key, stopped at `per_series`."""
+    if not series_ids:
+        return []
+    conditions = _within(start, end)
+    parts = [
+        select(Reading.series_id, Reading.timestamp, Reading.value)
+        .where(Reading.series_id == series_id, *conditions)
+        .order_by(Reading.timestamp.desc())
+        .limit(per_series)
+        for series_id in sorted(series_ids)
+    ]
+    query = parts[0] if len(parts) == 1 else union_all(*(p.subquery().select() for p in parts))
+    rows = await session.execute(query)
+    return [(series_id, timestamp, value) for series_id, timestamp, value in rows.all()]
+
+
+async def device_types(session: AsyncSession, device_id: str) -> list[str]:
+    """Return the types the device has series of, sorted."""
+    rows = await session.scalars(
+        select(ReadingSeries.type).where(ReadingSeries.device_id == device_id).distinct()
+    )
+    return sorted(rows.all())
 
 
 async def latest_per_type(

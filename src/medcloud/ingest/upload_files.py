@@ -103,8 +103,11 @@ def store_location(settings: Settings) -> tuple[str | None, str]:
     return None, ""
 
 
-def object_key(record: Mapping[str, Any], *, bucket: str | None, prefix: str) -> str:
-    """Return the store key of the upload an S3 event record announces; raise NotAnUpload."""
+def object_key(
+    record: Mapping[str, Any], *, bucket: str | None, prefix: str, under: str = UPLOADS
+) -> str:
+    """Return the store key of the object `under` a folder that an S3 event record announces
+    created; raise NotAnUpload for any other."""
     if str(record.get("eventSource", "")) not in {"aws:s3", "minio:s3"}:
         raise NotAnUpload("not an S3 event")
     if "ObjectCreated:" not in str(record.get("eventName", "")):
@@ -122,8 +125,8 @@ def object_key(record: Mapping[str, Any], *, bucket: str | None, prefix: str) ->
         key = check_key(native)
     except InvalidKey as exc:
         raise NotAnUpload("not a valid object key") from exc
-    if not key.startswith(UPLOADS):
-        raise NotAnUpload("not under uploads/")
+    if not key.startswith(under):
+        raise NotAnUpload(f"not under {under}")
     return key
 
 

@@ -78,8 +78,17 @@ def reset_request_context(token: Token[RequestContext]) -> None:
     _request.reset(token)
 
 
+@dataclass(frozen=True)
+class ServiceActor:
+    """A part of medcloud acting on another system's word (an HL7 interface), not a person's
+    or a device's: audited under its own name."""
+
+    name: str
+    organisation_id: str
+
+
 def audit_record(
-    principal: Principal | None,
+    principal: Principal | ServiceActor | None,
     action: str,
     *,
     occurred_at: dt.datetime,
@@ -92,6 +101,7 @@ def audit_record(
 ) -> AuditRecorded:
     """Describe what `principal` did, stamped with the current request's id and source address."""
     request = _request.get()
+    actor_id: str | None
     if isinstance(principal, UserPrincipal):
         actor_type, actor_id, organisation = (
             ActorType.USER,
@@ -101,6 +111,12 @@ def audit_record(
     elif isinstance(principal, DevicePrincipal):
         actor_type, actor_id = ActorType.DEVICE, principal.device_id
         organisation = principal.organisation_id
+    elif isinstance(principal, ServiceActor):
+        actor_type, actor_id, organisation = (
+            ActorType.SERVICE,
+            principal.name,
+            principal.organisation_id,
+        )
     else:
         actor_type, actor_id, organisation = ActorType.ANONYMOUS, None, ""
     return AuditRecorded(

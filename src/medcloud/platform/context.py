@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from medcloud.config import Settings
 from medcloud.platform.bus import Subscription
+from medcloud.platform.errors import ErrorBody
 
 Hook = Callable[..., Awaitable[None]]
 
@@ -51,3 +52,6 @@ class Context:
     """Long-running loops started with the workers and cancelled at shutdown."""
     large_bodies: Callable[[Settings], Sequence[tuple[str, int]]] = no_large_bodies
     """(path pattern, limit in bytes) of the routes whose bodies may exceed the edge's limit."""
+    error_formats: Mapping[str, ErrorBody] = field(default_factory=dict)
+    """Path prefix → how errors there are written, for paths speaking another standard than
+    problem+json (FHIR's OperationOutcome under /fhir/)."""

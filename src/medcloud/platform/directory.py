@@ -4,7 +4,7 @@ tables themselves. The devices context implements it; the composition root hands
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,39 @@ class DeviceRef:
     None when it was never assigned. Readings taken earlier belong to whoever was assigned then."""
     decommissioned: bool = False
     """The device was taken out of service: data it still sends is not accepted."""
+
+
+@dataclass(frozen=True)
+class DeviceCard:
+    """What another context may show of a device (the FHIR API's Device)."""
+
+    id: str
+    organisation_id: str
+    patient_id: str | None
+    serial_number: str
+    manufacturer: str
+    model: str
+    udi: str | None
+    firmware_version: str | None
+    status: str
+    """Connectivity ("online", "offline", "unknown") or "decommissioned"."""
+    created_at: dt.datetime
+
+    @property
+    def decommissioned(self) -> bool:
+        """Whether the device was taken out of service."""
+        return self.status == "decommissioned"
+
+
+@dataclass(frozen=True)
+class DeviceQuery:
+    """What a device search narrows to; None means any, and every condition given must hold."""
+
+    ids: frozenset[str] | None = None
+    patient_id: str | None = None
+    serial_number: str | None = None
+    patients: frozenset[str] | None = None
+    """Only devices assigned to one of these patients (a clinician's care scope)."""
 
 
 class DeviceDirectory(Protocol):
@@ -44,6 +77,22 @@ class DeviceDirectory(Protocol):
         """Write what the look-ups noted (a credential's last use) before the process stops."""
         ...
 
+    async def card(self, device_id: str) -> DeviceCard | None:
+        """Return what may be shown of the device, or None."""
+        ...
+
+    async def search(
+        self,
+        organisation_id: str,
+        query: DeviceQuery,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> list[DeviceCard]:
+        """Return up to `limit` of the organisation's devices matching `query`, newest first,
+        after a (created_at, id) position."""
+        ...
+
 
 @dataclass(frozen=True)
 class PatientRef:
@@ -52,6 +101,35 @@ class PatientRef:
     id: str
     organisation_id: str
     ward_id: str | None
+
+
+@dataclass(frozen=True)
+class PatientCard:
+    """What another context may show of a patient: who they are (the FHIR API's Patient)."""
+
+    id: str
+    organisation_id: str
+    ward_id: str | None
+    identifier_system: str
+    identifier_value: str
+    family_name: str
+    given_name: str
+    birth_date: dt.date | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PatientQuery:
+    """What a patient search narrows to; None means any, and every condition given must hold."""
+
+    ids: frozenset[str] | None = None
+    identifier_system: str | None = None
+    identifier_value: str | None = None
+    name: str | None = None
+    """The start of the family or the given name, in any case."""
+    ward_id: str | None = None
+    patients: frozenset[str] | None = None
+    """Only these patients (a clinician's care scope)."""
 
 
 class PatientDirectory(Protocol):
@@ -67,6 +145,73 @@ class PatientDirectory(Protocol):
 
     async def has_ward(self, organisation_id: str, ward_id: str) -> bool:
         """Tell whether the organisation has this ward."""
+        ...
+
+    async def cards(self, patient_ids: Sequence[str]) -> list[PatientCard]:
+        """Return what may be shown of each known patient, in one look-up."""
+        ...
+
+    async def search(
+        self,
+        organisation_id: str,
+        query: PatientQuery,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> list[PatientCard]:
+        """Return up to `limit` of the organisation's patients matching `query`, newest first,
+        after a (created_at, id) position."""
+        ...
+
+
+@dataclass(frozen=True)
+class PatientDetails:
+    """What another system says of a patient (an HL7 PID and PV1), to find, register or update
+    the patient by."""
+
+    identifier_system: str
+    identifier_value: str
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: dt.date | None = None
+    ward: str | None = None
+    """The ward's name as the sender knows it (PV1-3.1); matched to one of the organisation's."""
+
+
+class PatientRegistry(Protocol):
+    """Find patients by the identifier another system knows them by, and register or update
+    them on its word (audited as the interface that said it). The identity context implements
+    it."""
+
+    async def find(self, organisation_id: str, system: str, value: str) -> PatientRef | None:
+        """Return the organisation's patient with this identifier, or None."""
+        ...
+
+    async def record(
+        self, organisation_id: str, details: PatientDetails, *, actor: str
+    ) -> tuple[PatientRef, bool]:
+        """Register the patient, or update the one with this identifier; return it and whether
+        it is new. Raise `Invalid` naming the detail a registration lacks."""
+        ...
+
+
+class EquipmentRegistry(Protocol):
+    """Find devices by the identifier another system knows them by (an HL7 OBX-18, an EUI-64),
+    registering equipment never seen as discovered, and follow the patient it is attached to.
+    The devices context implements it."""
+
+    async def equipment(
+        self, organisation_id: str, identifier: str, *, actor: str
+    ) -> tuple[DeviceRef, bool]:
+        """Return the device with this identifier (its serial number), registering it if none
+        has it; and whether it is new."""
+        ...
+
+    async def attach(
+        self, device: DeviceRef, patient_id: str, *, since: dt.datetime, actor: str
+    ) -> DeviceRef:
+        """Assign the device to the patient from `since` (no earlier than its last assignment
+        change) unless it already is; return it as it now is."""
         ...
 
 
@@ -100,6 +245,34 @@ class CareDirectory(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ReadingQuery:
+    """Which stored readings of an organisation to read; None means any, and every condition
+    given must hold. Name a patient or a device: every read walks their series' keys."""
+
+    organisation_id: str
+    patient_id: str | None = None
+    device_id: str | None = None
+    types: frozenset[str] | None = None
+    patients: frozenset[str] | None = None
+    """Only readings taken of one of these patients (a clinician's care scope)."""
+    start: dt.datetime | None = None
+    """Inclusive."""
+    end: dt.datetime | None = None
+    """Exclusive."""
+
+
+@dataclass(frozen=True)
+class StoredReading:
+    """One stored reading, in its catalogue unit: (device_id, type, at) identifies it."""
+
+    device_id: str
+    type: str
+    at: dt.datetime
+    value: float
+    patient_id: str | None
+
+
 class ReadingHistory(Protocol):
     """Read a patient's stored readings back. The ingest context implements it; analytics asks
     it off the live path (forecasts, the anomaly model's training and scoring)."""
@@ -114,4 +287,41 @@ class ReadingHistory(Protocol):
         self, organisation_id: str | None, start: dt.datetime, end: dt.datetime
     ) -> list[str]:
         """Return the patients with readings in [start, end) (None: of every organisation)."""
+        ...
+
+    async def page(
+        self, query: ReadingQuery, *, newest_first: bool, limit: int
+    ) -> list[StoredReading]:
+        """Return up to `limit` readings matching `query` in time order (ties: in a fixed order
+        of their series)."""
+        ...
+
+    async def latest(self, query: ReadingQuery, *, per_type: int) -> list[StoredReading]:
+        """Return the newest `per_type` readings of each type matching `query` (from whichever
+        device took them), newest first."""
+        ...
+
+    async def types_measured(self, device_id: str) -> list[str]:
+        """Return the types of reading the device has sent, sorted."""
+        ...
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Measurements a device took at one instant, each in its catalogue unit."""
+
+    at: dt.datetime
+    values: Mapping[str, float]
+
+
+class ReadingIntake(Protocol):
+    """Store readings a transport outside the ingest context brings (HL7 over MLLP). The
+    ingest context implements it, with the same gate and store as its own transports."""
+
+    async def vouched(
+        self, device: DeviceRef, readings: Sequence[Measured], *, transport: str
+    ) -> int:
+        """Store, all or nothing, readings a transport vouches `device` took; return how many
+        measurements were new. Raise `Invalid` naming what the gate refused, `Unavailable`
+        while the store is backlogged."""
         ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,10 @@ class Unavailable(DomainError):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
 
+ErrorBody = Callable[[int, str, str, Sequence[FieldError]], tuple[bytes, str]]
+"""Render an error (status, slug, detail, field errors) as a body and its media type."""
+
+
 def problem_response(
     *,
     status: int,
@@ -123,7 +127,14 @@ def problem_response(
     errors: Sequence[FieldError] = (),
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Build an application/problem+json response."""
+    """Build an application/problem+json response, or the error body of the standard the
+    request's path speaks (see `install_error_handlers`)."""
+    if request is not None:
+        formats: dict[str, ErrorBody] = getattr(request.app.state, "error_formats", {})
+        for prefix, render in formats.items():
+            if request.url.path.startswith(prefix):
+                content, media_type = render(status, slug, detail, errors)
+                return Response(content, status_code=status, media_type=media_type, headers=headers)
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
         "title": title,
@@ -233,8 +244,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error the app can raise to problem+json."""
+def install_error_handlers(app: FastAPI, formats: Mapping[str, ErrorBody] | None = None) -> None:
+    """Map every error the app can raise to problem+json.
+
+    `formats` maps a path prefix to the error body of the standard spoken there (FHIR's
+    OperationOutcome under /fhir/): contexts hand them in as callables, so the kernel renders
+    every error in this one place, audits refusals alike, and never imports a context.
+    """
+    app.state.error_formats = dict(formats or {})
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

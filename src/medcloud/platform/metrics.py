@@ -49,6 +49,12 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.hl7_messages = Counter(
+            "hl7_messages_total",
+            "HL7 v2 messages answered, by type (MSH-9) and acknowledgement code.",
+            ["type", "ack"],
+            registry=r,
+        )
         self.readings_clock_drift = Counter(
             "readings_clock_drift_total",
             "Readings stored with a timestamp far behind their receipt (device clock drift).",

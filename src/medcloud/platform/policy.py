@@ -41,6 +41,7 @@ class Action(StrEnum):
     NOTIFICATION_PREFERENCES = "notifications:preferences"
     ROSTER_READ = "roster:read"
     INBOX_READ = "inbox:read"
+    INTERFACES_MANAGE = "interfaces:manage"
 
 
 CLINICAL = frozenset(

@@ -17,7 +17,9 @@ from medcloud.platform.db import Database
 from medcloud.platform.directory import (
     CareDirectory,
     DeviceDirectory,
+    EquipmentRegistry,
     PatientDirectory,
+    PatientRegistry,
     ReadingHistory,
 )
 from medcloud.platform.metrics import Metrics
@@ -80,6 +82,8 @@ class Runtime:
     patients: PatientDirectory
     care: CareDirectory
     readings: ReadingHistory
+    equipment: EquipmentRegistry
+    patient_registry: PatientRegistry
     objects: ObjectStore
     services: Services = field(default_factory=lambda: Services())
     """What contexts provide for the process (the ingest intake, the notifier), by type."""
@@ -114,6 +118,8 @@ class Runtime:
             "patients": self.patients,
             "care": self.care,
             "readings": self.readings,
+            "equipment": self.equipment,
+            "patient_registry": self.patient_registry,
             "tokens": self.tokens,
             "objects": self.objects,
             "services": self.services,

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 
 from medcloud.ingest import repository
 from medcloud.ingest.models import Reading
+from medcloud.interop.fhir_ids import device_metric_id, observation_id
 from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.support.cast import Cast
@@ -40,6 +41,8 @@ PUBLIC = {
     ("GET", "/api/v1/notifications/acknowledge"),
     ("POST", "/api/v1/notifications/acknowledge"),
     ("POST", "/api/v1/notifications/sms/status"),
+    # FHIR servers describe themselves to anyone (R4 http.html#capabilities).
+    ("GET", "/fhir/r4/metadata"),
 }
 # Streams never end by themselves: their refusals are checked here, what they stream in
 # tests/integration/notifications/test_stream.py.
@@ -52,6 +55,12 @@ DEVICE_ROUTES = {
     ("GET", "/api/v1/devices/{device_id}/firmware/update"),
     ("GET", "/api/v1/devices/{device_id}/firmware/images/{image_id}"),
     ("POST", "/api/v1/devices/{device_id}/firmware/progress"),
+}
+# Searches that need a parameter naming their object, filled like a path's.
+QUERIES = {
+    ("GET", "/fhir/r4/Observation"): "?patient=Patient/{patient_id}",
+    ("GET", "/fhir/r4/Observation/$lastn"): "?patient={patient_id}",
+    ("GET", "/fhir/r4/DeviceMetric"): "?source=Device/{device_id}",
 }
 
 # Who in St Mary's holds each role; the Cardiology ones care for Peter.
@@ -161,6 +170,11 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
         "fallback_email": "switchboard@stmary.example"
     },
     ("POST", "/api/v1/webhooks"): lambda _c: {"url": "https://ehr.stmary.example/medcloud"},
+    ("POST", "/api/v1/hl7/interfaces"): lambda _c: {
+        "name": f"Gateway {unique()}",
+        "sending_application": "MATRIXGW",
+        "identifier_system": "urn:oid:1.2.3.4",
+    },
     ("POST", "/api/v1/notifications/inbox/{item_id}/read"): lambda _c: None,
     ("POST", "/api/v1/campaigns/{campaign_id}/pause"): lambda _c: None,
     ("POST", "/api/v1/campaigns/{campaign_id}/resume"): lambda _c: None,
@@ -264,6 +278,18 @@ async def peters_alarm_and_rule(api: Api, cast: Cast) -> dict[str, str]:
     return {"alert_id": alarms[0]["id"], "rule_id": rule.json()["id"]}
 
 
+async def peters_observation(api: Api, cast: Cast) -> dict[str, str]:
+    """An SpO2 of Peter's; return the FHIR ids of its Observation and of its DeviceMetric."""
+    oximeter = cast.devices["peters_oximeter"]
+    # A whole second ahead: surely after the oximeter's assignment to Peter, so his.
+    at = now().replace(microsecond=0) + dt.timedelta(seconds=1)
+    assert (await api.send(oximeter, reading(at, spo2=97))).status_code == 201
+    return {
+        "observation_id": observation_id(device_id=oximeter["id"], type="spo2", at=at),
+        "metric_id": device_metric_id(device_id=oximeter["id"], type_code="spo2"),
+    }
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -280,14 +306,15 @@ class Endpoint:
                 "image_id": cast.firmware["image_id"],
                 "version": cast.firmware["pending_version"],
                 "campaign_id": cast.firmware["campaign_id"],
+                "ward_id": cast.wards["cardiology"],
                 **cast.ids,
             },
         }[org]
-        return self.path.format(**ids)
+        return (self.path + QUERIES.get((self.method, self.path), "")).format(**ids)
 
     @property
     def has_object(self) -> bool:
-        return "{" in self.path
+        return "{" in self.path + QUERIES.get((self.method, self.path), "")
 
 
 def routes(app: FastAPI) -> Iterator[APIRoute]:
@@ -351,6 +378,7 @@ async def test_every_route_is_covered_by_the_access_matrix(api: Api, cast: Cast)
     cast.ids |= await notification_objects(api, cast)
     cast.ids |= await peters_alarm_and_rule(api, cast)
     cast.ids |= await carols_inbox_item(api, cast)
+    cast.ids |= await peters_observation(api, cast)
     table = endpoints(api.app)
     documented = {
         (method.upper(), path)
@@ -376,7 +404,13 @@ async def test_every_route_is_covered_by_the_access_matrix(api: Api, cast: Cast)
                 f"wanted {statuses}: {response.text[:200]}"
             )
         elif response.status_code >= 400:
-            assert response.headers["content-type"].startswith("application/problem+json")
+            # FHIR paths answer errors as OperationOutcomes, the rest as problem details.
+            media_type = (
+                "application/fhir+json"
+                if endpoint.path.startswith("/fhir/")
+                else "application/problem+json"
+            )
+            assert response.headers["content-type"].startswith(media_type), response.text
 
     protected = [e for e in table if (e.method, e.path) not in PUBLIC]
     for endpoint in protected:

@@ -32,6 +32,7 @@ from medcloud.identity.models import (
 from medcloud.platform.audit import AuditRecorded, Outcome
 from medcloud.platform.clock import Clock, FrozenClock
 from medcloud.platform.db import Base
+from medcloud.platform.directory import PatientQuery
 from medcloud.platform.events import Event
 from medcloud.platform.security import (
     Role,
@@ -146,6 +147,10 @@ class InMemoryRepository:
         users = [u for u in self.all(UserAccount) if u.organisation_id == organisation_id]
         return sorted(users, key=lambda u: (u.created_at, u.id))
 
+    async def ward_named(self, _session: object, organisation_id: str, name: str) -> Ward | None:
+        wards = await self.list_wards(_session, organisation_id)
+        return next((w for w in wards if w.name.lower() == name.lower()), None)
+
     async def list_wards(self, _session: object, organisation_id: str) -> list[Ward]:
         wards = [w for w in self.all(Ward) if w.organisation_id == organisation_id]
         return sorted(wards, key=lambda w: w.name)
@@ -185,14 +190,23 @@ class InMemoryRepository:
     ) -> dict[str, str | None]:
         return {p.id: p.ward_id for p in self.all(Patient) if p.id in patient_ids}
 
-    async def patient_identifier_taken(
+    async def patient_by_identifier(
         self, _session: object, organisation_id: str, system: str, value: str
-    ) -> bool:
-        return any(
-            (p.organisation_id, p.identifier_system, p.identifier_value)
-            == (organisation_id, system, value)
-            for p in self.all(Patient)
+    ) -> Patient | None:
+        return next(
+            (
+                p
+                for p in self.all(Patient)
+                if (p.organisation_id, p.identifier_system, p.identifier_value)
+                == (organisation_id, system, value)
+            ),
+            None,
         )
+
+    async def patient_identifier_taken(
+        self, session: object, organisation_id: str, system: str, value: str
+    ) -> bool:
+        return await self.patient_by_identifier(session, organisation_id, system, value) is not None
 
     async def page_patients(
         self,
@@ -210,6 +224,36 @@ class InMemoryRepository:
             and (only is None or p.id in only)
             and (after is None or (p.created_at, p.id) < after)
         ]
+        return sorted(found, key=lambda p: (p.created_at, p.id), reverse=True)[:limit]
+
+    async def patients_by_ids(self, _session: object, patient_ids: Sequence[str]) -> list[Patient]:
+        return [p for p in self.all(Patient) if p.id in patient_ids]
+
+    async def search_patients(
+        self,
+        _session: object,
+        organisation_id: str,
+        query: PatientQuery,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, str] | None,
+    ) -> list[Patient]:
+        def matches(p: Patient) -> bool:
+            name = (query.name or "").lower()
+            return (
+                p.organisation_id == organisation_id
+                and query.identifier_system in (None, p.identifier_system)
+                and query.identifier_value in (None, p.identifier_value)
+                and query.ward_id in (None, p.ward_id)
+                and (query.ids is None or p.id in query.ids)
+                and (query.patients is None or p.id in query.patients)
+                and (
+                    p.family_name.lower().startswith(name) or p.given_name.lower().startswith(name)
+                )
+                and (after is None or (p.created_at, p.id) < after)
+            )
+
+        found = [p for p in self.all(Patient) if matches(p)]
         return sorted(found, key=lambda p: (p.created_at, p.id), reverse=True)[:limit]
 
     async def care_scope_patient_ids(

@@ -23,7 +23,7 @@ from medcloud.platform.directory import CareDirectory
 from medcloud.platform.errors import Conflict, FieldError, Invalid, NotFound
 from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import ensure_in_care_scope
-from medcloud.platform.security import UserPrincipal
+from medcloud.platform.security import Role, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,7 @@ async def create_patient(
             )
         if cmd.ward_id is not None:
             await _check_ward(uow.session, principal.organisation_id, cmd.ward_id)
+            await _check_own_ward(uow.session, principal, cmd.ward_id)
         patient = Patient(
             id=str(uuid.uuid4()),
             organisation_id=principal.organisation_id,
@@ -182,6 +183,19 @@ async def _patient_in_scope(
 async def _check_ward(session: AsyncSession, organisation_id: str, ward_id: str) -> None:
     if not await repository.wards_in_organisation(session, organisation_id, [ward_id]):
         raise Invalid("unknown ward", errors=[FieldError("ward_id", "no such ward")])
+
+
+async def _check_own_ward(session: AsyncSession, principal: UserPrincipal, ward_id: str) -> None:
+    """Let clinicians and nurses register patients only into their own care teams: into another,
+    a patient would appear on a ward whose staff never admitted them."""
+    if principal.role is Role.ADMIN:
+        return
+    wards = await repository.ward_ids_of(session, [principal.user_id])
+    if ward_id not in wards.get(principal.user_id, []):
+        raise Invalid(
+            "patients are registered into one of your own care teams",
+            errors=[FieldError("ward_id", "not one of your care teams")],
+        )
 
 
 def _patient_audit(

@@ -262,7 +262,9 @@ async def sign_out(*, uow: UnitOfWork, refresh_token: str) -> None:
     now = uow.clock.now()
     async with uow:
         stored = await repository.get_refresh_token(uow.session, service.digest(refresh_token))
-        if stored is None:
+        if stored is None or stored.revoked_at is not None:
+            # Unknown, or signed out already (or revoked with its session): nothing happens,
+            # so nothing is audited a second time.
             return
         await repository.revoke_family(uow.session, stored.family_id, now)
         user = await repository.get_user(uow.session, stored.user_id)

@@ -103,3 +103,26 @@ async def test_a_ward_change_takes_effect_on_the_next_request(api: Api, cast: Ca
     )
     assert moved.status_code == 200
     assert (await api.http.get(f"/api/v1/patients/{olive['id']}", headers=carol)).status_code == 200
+
+
+async def test_nina_registers_patients_into_her_own_ward_only(api: Api, cast: Cast) -> None:
+    def patient(ward: str, identifier: str) -> dict[str, str]:
+        return {
+            "identifier_system": "urn:test",
+            "identifier_value": identifier,
+            "family_name": "Pritchard",
+            "given_name": "Pam",
+            "birth_date": "1948-02-29",
+            "ward_id": cast.wards[ward],
+        }
+
+    elsewhere = await api.http.post(
+        "/api/v1/patients", json=patient("oncology", "P-7001"), headers=cast.auth("nina_nurse")
+    )
+    own = await api.http.post(
+        "/api/v1/patients", json=patient("cardiology", "P-7002"), headers=cast.auth("nina_nurse")
+    )
+
+    assert elsewhere.status_code == 422, elsewhere.text
+    assert [e["field"] for e in elsewhere.json()["errors"]] == ["ward_id"]
+    assert own.status_code == 201, own.text

@@ -148,6 +148,20 @@ async def test_an_identifier_is_taken_within_one_organisation_only(
     await register(uow, by=MALLORY, identifier_value="P-2002", ward_id=MALLORY_WARD)  # Olive's
 
 
+async def test_nina_registers_patients_only_into_her_own_ward_and_alice_into_any(
+    st_marys: InMemoryRepository, uow: FakeUnitOfWork
+) -> None:
+    count = len(st_marys.all(Patient))
+    with pytest.raises(Invalid) as refused:
+        await register(uow, ward_id=ONCOLOGY)
+    assert [e.field for e in refused.value.errors] == ["ward_id"]
+    assert len(st_marys.all(Patient)) == count
+    assert uow.committed == []
+
+    placed = await register(uow, by=ALICE, ward_id=ONCOLOGY)
+    assert stored(st_marys, placed.id).ward_id == ONCOLOGY
+
+
 @pytest.mark.parametrize("ward", [MALLORY_WARD, "ward-nowhere"])
 async def test_a_patient_is_placed_only_in_a_ward_of_the_organisation(
     st_marys: InMemoryRepository, uow: FakeUnitOfWork, ward: str

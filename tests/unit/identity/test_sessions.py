@@ -259,6 +259,17 @@ async def test_signing_out_revokes_that_session_only_and_is_audited(
     assert (await refresh(uow, settings, tokens, other.refresh_token)).access_token
 
 
+async def test_signing_out_twice_is_audited_once(
+    st_marys: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings, tokens: TokenService
+) -> None:
+    session = await sign_in(uow, settings, tokens)
+
+    await sessions.sign_out(uow=uow.port, refresh_token=session.refresh_token)
+    await sessions.sign_out(uow=uow.port, refresh_token=session.refresh_token)
+
+    assert len(uow.audited(action="auth.logout")) == 1
+
+
 async def test_signing_out_with_an_unknown_token_does_nothing(
     st_marys: InMemoryRepository, uow: FakeUnitOfWork
 ) -> None:

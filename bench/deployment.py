@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -52,6 +53,16 @@ def fresh_database(postgres: str) -> Iterator[str]:
         yield f"{postgres.rsplit('/', 1)[0]}/{name}"
     finally:
         asyncio.run(_admin_sql(postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def own_database(stack: contextlib.ExitStack, deployment: str, postgres: str) -> tuple[Path, str]:
+    """Give a run its var directory and a database of its own for the block of `stack`: a
+    SQLite file in that directory (`embedded`), else a new PostgreSQL database; return both."""
+    var = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "var"
+    if deployment == "embedded":
+        var.mkdir()
+        return var, f"sqlite:///{var / 'medcloud.db'}"
+    return var, stack.enter_context(fresh_database(postgres))
 
 
 def medcloud_env(var: Path, dsn: str, **extra: str) -> dict[str, str]:

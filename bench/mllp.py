@@ -27,20 +27,18 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
 from bench.deployment import (
     admin_headers,
     free_port,
-    fresh_database,
     medcloud,
     medcloud_env,
+    own_database,
     process,
     stored_rows,
     wait_ready,
@@ -55,7 +53,6 @@ VITALS = (
     ("150022^MDC_PRESS_BLD_NONINV_DIA", "266016^MDC_DIM_MMHG", 79),
     ("150364^MDC_TEMP_BODY", "268192^MDC_DIM_DEGC", 36.9),
 )
-SQLITE = "sqlite:///"
 
 
 def message(control_id: str, monitor: str, at: dt.datetime, step: int) -> bytes:
@@ -209,12 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark on a deployment of its own and print its JSON."""
     args = parse(argv)
     with contextlib.ExitStack() as stack:
-        var = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "var"
-        if args.deployment == "embedded":
-            var.mkdir()
-            dsn = f"{SQLITE}{var / 'medcloud.db'}"
-        else:
-            dsn = stack.enter_context(fresh_database(args.postgres))
+        var, dsn = own_database(stack, args.deployment, args.postgres)
         port, mllp_port = free_port(), free_port()
         env = medcloud_env(var, dsn, MEDCLOUD_MLLP__PORT=str(mllp_port))
         stack.enter_context(

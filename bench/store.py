@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import random
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +39,9 @@ import httpx
 from bench.deployment import (
     admin_headers,
     free_port,
-    fresh_database,
     medcloud,
     medcloud_env,
+    own_database,
     process,
     register_monitors,
     wait_ready,
@@ -283,12 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark on a deployment of its own and print its JSON."""
     args = parse(argv)
     with contextlib.ExitStack() as stack:
-        var = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "var"
-        if args.deployment == "embedded":
-            var.mkdir()
-            dsn = f"{SQLITE}{var / 'medcloud.db'}"
-        else:
-            dsn = stack.enter_context(fresh_database(args.postgres))
+        var, dsn = own_database(stack, args.deployment, args.postgres)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         extra = dict(args.env or [])

@@ -20,6 +20,7 @@ from medcloud.devices.models import (
 )
 from medcloud.platform.directory import DeviceQuery
 from medcloud.platform.errors import NotFound
+from medcloud.platform.paging import before
 
 
 async def get(session: AsyncSession, device_id: str) -> Device | None:
@@ -161,13 +162,7 @@ async def page(
         if value is not None:
             query = query.where(column == value)
     if after is not None:
-        created_at, device_id = after
-        query = query.where(
-            or_(
-                Device.created_at < created_at,
-                and_(Device.created_at == created_at, Device.id < device_id),
-            )
-        )
+        query = query.where(before(Device.created_at, Device.id, after))
     query = query.order_by(Device.created_at.desc(), Device.id.desc()).limit(limit)
     return (await session.scalars(query)).all()
 
@@ -194,13 +189,7 @@ async def search(
         if ids is not None:
             statement = statement.where(column.in_(ids))
     if after is not None:
-        created_at, device_id = after
-        statement = statement.where(
-            or_(
-                Device.created_at < created_at,
-                and_(Device.created_at == created_at, Device.id < device_id),
-            )
-        )
+        statement = statement.where(before(Device.created_at, Device.id, after))
     statement = statement.order_by(Device.created_at.desc(), Device.id.desc()).limit(limit)
     return (await session.scalars(statement)).all()
 

@@ -26,6 +26,7 @@ import httpx
 import psutil
 
 ADMIN = ("bench.admin@example.org", "bench-admin-passphrase")
+BENCH_LIMITS = "1000000000/minute"
 
 
 def free_port() -> int:
@@ -81,6 +82,12 @@ def medcloud_env(var: Path, dsn: str, **extra: str) -> dict[str, str]:
             # What is measured is ingest, not the hash cost of the one sign-in.
             "MEDCLOUD_IDENTITY__ARGON2_TIME_COST": "1",
             "MEDCLOUD_IDENTITY__ARGON2_MEMORY_KIB": "1024",
+            # Benchmarks measure throughput, not the limiter: a fleet sends as fast as it can
+            # and one admin registers every device, far past any real caller's limits. Limits
+            # none reaches still count every request, as production does.
+            "MEDCLOUD_RATE_LIMITS__DEFAULT": BENCH_LIMITS,
+            "MEDCLOUD_RATE_LIMITS__INGEST": BENCH_LIMITS,
+            "MEDCLOUD_RATE_LIMITS__ANONYMOUS": BENCH_LIMITS,
         }
         | extra
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medcloud.config import BusSettings, IdentitySettings, Settings
+from medcloud.config import BusSettings, IdentitySettings, RateLimitSettings, Settings
 from tests.support import services, template
 
 SERVICES = os.environ.get("MEDCLOUD_TEST_SERVICES") == "1"
@@ -23,6 +23,7 @@ ADMIN_EMAIL = "alice.admin@stmary.example"
 ADMIN_PASSWORD = "alice-admin-passphrase"
 
 BACKENDS = ["embedded", pytest.param("services", marks=pytest.mark.services)]
+RELAXED_LIMITS = "1000000/minute"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,6 +87,12 @@ async def settings(
         bus=BusSettings(retry_backoff_seconds=0.05, relay_poll_seconds=0.1),
         # Hashing cost is not what these tests are about; production keeps the strong default.
         identity=IdentitySettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1),
+        # Tests make far more requests per user and address than anyone may; limits no test
+        # reaches keep every request counted. tests/integration/platform/test_rate_limits.py
+        # puts the real ones back.
+        rate_limits=RateLimitSettings(
+            default=RELAXED_LIMITS, ingest=RELAXED_LIMITS, anonymous=RELAXED_LIMITS
+        ),
     )
     empty = request.node.get_closest_marker("empty_database") is not None
     if backend == "embedded":

@@ -7,14 +7,18 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from medcloud import __version__
 from medcloud.bootstrap import ALL_CONTEXTS, Lifecycle, bootstrap, load_contexts
 from medcloud.config import Settings
-from medcloud.platform import ops
+from medcloud.platform import contract, ops
 from medcloud.platform.audit import Outcome, audit_record
 from medcloud.platform.errors import DomainError, install_error_handlers
+from medcloud.platform.http import edge_principal
 from medcloud.platform.middleware import EdgeMiddleware
+from medcloud.platform.ratelimit import RateLimitMiddleware
 from medcloud.platform.runtime import Runtime
 
 
@@ -44,6 +48,11 @@ def create_app(
         version=__version__,
         summary="Cloud platform for connected medical devices",
         lifespan=lifespan,
+        # Served by `ops.docs_router` instead, which the production profile keeps to operators.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[contract.STRICT_BODIES],
     )
     app.state.runtime = runtime
     app.state.on_denied = functools.partial(record_denial, runtime)
@@ -56,8 +65,38 @@ def create_app(
         if context.router is not None:
             app.include_router(context.router)
     app.include_router(ops.router)
+    contract.install(app)
+    app.include_router(ops.docs_router)
+    if runtime.rate_limiter is not None:
+        # Innermost: a refusal is stamped, logged and given CORS headers like any answer, and
+        # preflights, which CORS answers itself, spend nothing.
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=runtime.rate_limiter,
+            identify=functools.partial(edge_principal, runtime),
+            unlimited=[route.path for route in ops.router.routes if isinstance(route, APIRoute)],
+        )
+    # Inside the edge, so that preflight answers carry the request id and security headers.
+    if settings.http.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.http.cors_origins,
+            allow_credentials=settings.http.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "X-Request-ID",
+                "X-Service-Version",
+            ],
+            max_age=settings.http.cors_max_age_seconds,
+        )
     app.add_middleware(
         EdgeMiddleware,
+        hsts_seconds=settings.http.hsts_seconds,
         metrics=runtime.metrics,
         version=f"{settings.service_name}/{__version__}",
         max_body_bytes=settings.max_body_bytes,

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import importlib
 from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import make_url
 
 from medcloud.config import Settings
 from medcloud.platform.bus import Bus, Consumer, InProcessBus, inject
 from medcloud.platform.cache import Cache, MemoryCache, RedisCache
-from medcloud.platform.clock import Clock, SystemClock
+from medcloud.platform.clock import Clock, SystemClock, SystemTimer
 from medcloud.platform.context import Context, Hook, Runs
+from medcloud.platform.datadir import make_private_directory, prepare_data_directory
 from medcloud.platform.db import create_database, sessionmakers
+from medcloud.platform.lease import Leases, held_gauge, holder_id, lead
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.migrate import migrate
 from medcloud.platform.objects import (
@@ -27,7 +31,9 @@ from medcloud.platform.objects import (
     parse_s3_url,
 )
 from medcloud.platform.outbox import OutboxRelay
+from medcloud.platform.ratelimit import create_rate_limiter
 from medcloud.platform.runtime import Runtime
+from medcloud.platform.sealing import bind, check_keys, load_sealer
 from medcloud.platform.security import TokenKeys, TokenService, configure_password_hashing
 from medcloud.platform.uow import UnitOfWork
 
@@ -72,7 +78,10 @@ def bootstrap(
         memory_kib=settings.identity.argon2_memory_kib,
         parallelism=settings.identity.argon2_parallelism,
     )
+    # Before any key file, object or database file is made in it, so each is born private.
+    prepare_data_directory(settings.var_dir, sqlite_file=_sqlite_file(settings))
     database = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    bind(database, load_sealer(settings))
     write_sessions, read_sessions = sessionmakers(database)
     bus = bus or create_bus(settings)
     metrics = Metrics()
@@ -133,7 +142,16 @@ def bootstrap(
         equipment=SqlEquipmentRegistry(uow, cache),
         patient_registry=SqlPatientRegistry(uow),
         objects=objects or create_object_store(settings),
+        rate_limiter=create_rate_limiter(settings, clock),
     )
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """Return the embedded database's file; None for PostgreSQL or an in-memory database."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
 
 
 def _asyncpg_dsn(url: str) -> str | None:
@@ -188,9 +206,20 @@ def create_object_store(settings: Settings) -> ObjectStore:
 class Lifecycle:
     """Start and stop what a server or worker process runs, in order."""
 
-    def __init__(self, runtime: Runtime, contexts: Sequence[Context]) -> None:
+    def __init__(
+        self, runtime: Runtime, contexts: Sequence[Context], *, leases: Leases | None = None
+    ) -> None:
         self.runtime = runtime
         self.contexts = contexts
+        self.leases = leases or Leases(
+            sessions=runtime.write_sessions,
+            # Who holds a lease is read where it is written: a lagging replica would delay the
+            # next holder.
+            read_sessions=runtime.write_sessions,
+            clock=runtime.clock,
+            holder=holder_id(),
+            seconds=runtime.settings.lease_seconds,
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Services stop after the loops and relay: a loop stopping may still hand them work.
@@ -200,10 +229,13 @@ class Lifecycle:
     async def start(self, *, migrate_first: bool, workers: bool) -> None:
         """Connect, migrate, run start hooks and, with `workers`, consumers, relay and loops."""
         runtime = self.runtime
-        runtime.settings.var_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(runtime.settings.var_dir)
         if migrate_first:
             await migrate(runtime.database, [c.migrations for c in load_contexts() if c.migrations])
+        await check_keys(runtime.database)
         await runtime.bus.connect()
+        if runtime.rate_limiter is not None:
+            await runtime.rate_limiter.connect()
         if runtime.settings.jwt_jwks_url:
             await runtime.refresh_token_keys()
         for context in self.contexts:
@@ -235,10 +267,28 @@ class Lifecycle:
                 )
             for loop in context.background:
                 self._spawn(_supervised(loop, dependencies, self._stop), loop.__name__)
+            for loop in context.singletons:
+                self._lead(f"{context.name}.{loop.__name__}", loop, dependencies)
         self._spawn(runtime.relay.run(self._stop), "outbox-relay")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    def _lead(self, name: str, loop: Hook, dependencies: dict[str, Any]) -> None:
+        """Run `loop` whenever this process holds lease `name`, and say so on /metrics."""
+        held = held_gauge(self.runtime.metrics.registry).labels(name)
+        held.set(0)
+        self._spawn(
+            lead(
+                name,
+                functools.partial(_supervised, loop, dependencies, self._stop),
+                leases=self.leases,
+                timer=SystemTimer(),
+                stop=self._stop,
+                on_change=lambda leading: held.set(int(leading)),
+            ),
+            f"lead:{name}",
+        )
 
     async def stop(self, *, grace_seconds: float = 30.0) -> None:
         """Let the relay finish its batch, stop the loops, then close bus, cache and database."""
@@ -261,6 +311,8 @@ class Lifecycle:
         await self.runtime.devices.close()
         await self.runtime.bus.close()
         await self.runtime.cache.close()
+        if self.runtime.rate_limiter is not None:
+            await self.runtime.rate_limiter.close()
         await self.runtime.database.dispose()
 
 

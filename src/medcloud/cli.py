@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import secrets
 import shutil
@@ -106,7 +107,6 @@ def migrate() -> None:
     settings = Settings()
 
     async def run() -> None:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
         runtime = bootstrap(settings)
         try:
             await apply(runtime.database, [c.migrations for c in load_contexts() if c.migrations])
@@ -200,7 +200,8 @@ def simulate(
 
     async def run() -> None:
         limits = httpx.Limits(max_connections=min(devices, 200))
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        transport = simulator.WaitOutLimits(httpx.AsyncHTTPTransport(limits=limits))
+        async with httpx.AsyncClient(base_url=url, transport=transport, timeout=30) as client:
             token = await simulator.admin_token(client, admin_email, admin_password)
             fleet = await simulator.register_fleet(
                 client,
@@ -259,6 +260,7 @@ def demo(
     """Start an embedded server with a demo admin and simulated monitors, and show what happens."""
     from medcloud.config import Settings
     from medcloud.demo import run_demo
+    from medcloud.platform.datadir import make_private_directory, open_private_file
 
     var_dir = var_dir or Settings().var_dir
     marker = var_dir / DEMO_MARKER
@@ -278,8 +280,9 @@ def demo(
             raise typer.Exit(1)
     if var_dir.exists():
         shutil.rmtree(var_dir)
-    var_dir.mkdir(parents=True)
-    marker.write_text("written by `medcloud demo`, which empties this directory when it starts\n")
+    make_private_directory(var_dir)
+    with os.fdopen(open_private_file(marker, os.O_WRONLY | os.O_EXCL), "w") as file:
+        file.write("written by `medcloud demo`, which empties this directory when it starts\n")
     password = secrets.token_urlsafe(12)
     os.environ.setdefault("MEDCLOUD_LOG_LEVEL", "WARNING")
     started = time.monotonic()
@@ -315,21 +318,58 @@ bench_app = typer.Typer(
 )
 
 
-@bench_app.command(
-    "ingest",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench_ingest(ctx: typer.Context) -> None:
-    """Drive a fleet over HTTP or MQTT and print readings/s, latency and the COPY baseline.
+# Each benchmark is bench/<name>.py in the source checkout (not in the wheel); its `main(argv)`
+# takes every argument, its own --help included, and prints its figures as JSON.
+BENCHMARKS = {
+    "ingest": (
+        "Drive a fleet over HTTP or MQTT and print readings/s, latency and the COPY baseline. "
+        "Options: --transport http|mqtt --devices N --seconds S [--batch B] [--url URL …]."
+    ),
+    "alarms": (
+        "Drive readings with about 1 % abnormal and print alarm latency and correctness as "
+        "JSON. Options: --deployment embedded|services --rate R --seconds S --patients N."
+    ),
+    "forecast": "Backtest forecasts on simulated patients; print MAE beside a last-value baseline.",
+    "store": (
+        "Load days of 1 Hz vitals into PostgreSQL; print bytes per reading and chart, page and "
+        "latest-value latencies as JSON."
+    ),
+    "notify": (
+        "Raise alarms at a rate against a real SMTP server; print delivery latency as JSON. "
+        "Options: --deployment embedded|services --rate R --seconds S."
+    ),
+    "chaos": (
+        "Stream readings through the split topology while RabbitMQ, PostgreSQL and processes "
+        "are killed; print sent, acknowledged, stored, lost, duplicated and alarms as JSON. "
+        "Options: --readings N --rabbitmq-kills K --postgres-kills K --process-kills K."
+    ),
+    "mllp": (
+        "Send PCD-01 messages over MLLP connections; print messages/s and ACK latency as JSON. "
+        "Options: --deployment postgres|embedded --connections N --seconds S."
+    ),
+    "signin": (
+        "Time refused sign-ins (locked account, unknown email, wrong password) at the "
+        "production argon2 cost; print each kind's median and p90 and the spread of medians as "
+        "JSON. Options: --attempts N --deployment embedded|services."
+    ),
+}
+"""Each benchmark's summary; `medcloud bench NAME --help` lists all its options."""
 
-    Options: --transport http|mqtt --devices N --seconds S [--batch B] [--url URL …];
-    `medcloud bench ingest --help` lists them all.
-    """
-    _checkout_bench("ingest")
-    from bench.ingest import main as run_bench
 
-    run_bench(ctx.args)
+def _benchmark(name: str, summary: str) -> None:
+    @bench_app.command(
+        name,
+        help=summary,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def run(ctx: typer.Context) -> None:
+        _checkout_bench(name)
+        importlib.import_module(f"bench.{name}").main(ctx.args)
+
+
+for _name, _summary in BENCHMARKS.items():
+    _benchmark(_name, _summary)
 
 
 def _checkout_bench(name: str) -> None:
@@ -340,91 +380,61 @@ def _checkout_bench(name: str) -> None:
     sys.path.insert(0, str(checkout))
 
 
-@bench_app.command(
-    "alarms",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
+keys_app = typer.Typer(
+    help="The data keys that seal the secrets kept in the database.", no_args_is_help=True
 )
-def bench_alarms(ctx: typer.Context) -> None:
-    """Drive readings with about 1 % abnormal and print alarm latency and correctness as JSON.
 
-    Options: --deployment embedded|services --rate R --seconds S --patients N;
-    `medcloud bench alarms --help` lists them all.
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new data key, to put first in MEDCLOUD_DATA_KEYS before `keys rotate`."""
+    from medcloud.platform.sealing import new_key
+
+    typer.echo(new_key())
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Seal every stored secret again under the first data key (see docs/security.md).
+
+    With MEDCLOUD_DATA_KEYS: its first key, which every process must already know. Without it: a
+    new key in the key file, the old ones dropped from it; stop medcloud first.
     """
-    _checkout_bench("alarms")
-    from bench.alarms import main as run_bench
+    from medcloud.bootstrap import bootstrap, load_contexts
+    from medcloud.config import Settings
+    from medcloud.platform.sealing import SealBroken, rotate_keys
 
-    run_bench(ctx.args)
+    settings = Settings()
 
+    async def run() -> dict[str, int]:
+        runtime = bootstrap(settings)
+        load_contexts()  # every context's tables, so every sealed column is known
+        try:
+            return await rotate_keys(settings, runtime.database)
+        finally:
+            await runtime.database.dispose()
 
-@bench_app.command(
-    "forecast",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench_forecast(ctx: typer.Context) -> None:
-    """Backtest forecasts on simulated patients; print MAE beside a last-value baseline."""
-    _checkout_bench("forecast")
-    from bench.forecast import main as run_bench
-
-    run_bench(ctx.args)
-
-
-@bench_app.command(
-    "store",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench_store(ctx: typer.Context) -> None:
-    """Load days of 1 Hz vitals into PostgreSQL; print bytes per reading and chart, page and
-    latest-value latencies as JSON. `medcloud bench store --help` lists the options."""
-    _checkout_bench("store")
-    from bench.store import main as run_bench
-
-    run_bench(ctx.args)
-
-
-@bench_app.command(
-    "notify",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench_notify(ctx: typer.Context) -> None:
-    """Raise alarms at a rate against a real SMTP server; print delivery latency as JSON.
-
-    Options: --deployment embedded|services --rate R --seconds S;
-    `medcloud bench notify --help` lists them all.
-    """
-    _checkout_bench("notify")
-    from bench.notify import main as run_bench
-
-    run_bench(ctx.args)
-
-
-@bench_app.command(
-    "mllp",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench_mllp(ctx: typer.Context) -> None:
-    """Send PCD-01 messages over MLLP connections; print messages/s and ACK latency as JSON.
-
-    Options: --deployment postgres|embedded --connections N --seconds S;
-    `medcloud bench mllp --help` lists them all.
-    """
-    _checkout_bench("mllp")
-    from bench.mllp import main as run_bench
-
-    run_bench(ctx.args)
+    try:
+        counts = asyncio.run(run())
+    except SealBroken as error:
+        console.print(f"[red]nothing was changed[/red]: {error}")
+        raise typer.Exit(1) from None
+    for column, count in counts.items():
+        console.print(f"{column}: {count} sealed again")
+    console.print("[green]every stored secret is sealed under the first data key[/green]")
 
 
 def _mount_subcommands() -> None:
     from medcloud.analytics.cli import analytics_app
     from medcloud.audit.cli import audit_app
+    from medcloud.gateway.cli import gateway_app, split_app
 
     app.add_typer(analytics_app, name="analytics")
     app.add_typer(audit_app, name="audit")
     app.add_typer(bench_app, name="bench")
+    app.add_typer(gateway_app, name="gateway")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(split_app, name="split")
 
 
 _mount_subcommands()

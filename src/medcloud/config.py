@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medcloud.edge_settings import HttpSettings, RateLimitSettings
+
 
 class AlertSettings(BaseModel):
     """The built-in (default) alarm rules and the alarm lifecycle's limits."""
@@ -59,6 +61,20 @@ class BusSettings(BaseModel):
 class IdentitySettings(BaseModel):
     """Sign-in, sessions and emergency access."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lockout(cls, data: Any) -> Any:
+        # Ignored like any unknown setting, it would leave an operator believing accounts lock.
+        if isinstance(data, dict):
+            for name in ("lockout_threshold", "lockout_minutes"):
+                if name in data:
+                    raise ValueError(
+                        f"identity.{name} was removed: accounts no longer lock; set "
+                        "identity.failures_before_wait and identity.account_failures_before_wait "
+                        "(see docs/security.md)"
+                    )
+        return data
+
     password_min_length: int = 12
     """Shortest password accepted."""
     argon2_time_cost: int = 3
@@ -67,14 +83,27 @@ class IdentitySettings(BaseModel):
     """argon2id memory per hash, in KiB (64 MiB)."""
     argon2_parallelism: int = 4
     """argon2id lanes."""
-    lockout_threshold: int = 5
-    """Consecutive failed sign-ins that lock an account."""
-    lockout_minutes: float = 15
-    """How long a locked account stays locked."""
-    address_failures_per_window: int = 50
-    """Failed sign-ins one source address may make per window before it is throttled."""
-    address_window_seconds: float = 300
-    """The throttling window for failed sign-ins per source address."""
+    failures_before_wait: int = 5
+    """Failed sign-ins one source address may make against one email before it must wait
+    between tries: room for a user's typos; only that address waits, never the account."""
+    first_wait_seconds: float = 1
+    """That first wait; each further failure doubles it (1 s, 2 s, 4 s …)."""
+    longest_wait_seconds: float = 900
+    """The longest wait (15 minutes, after ten doublings): then about 4 guesses an hour."""
+    account_failures_before_wait: int = 20
+    """Failed sign-ins against one account from all addresses after which every address it
+    has not signed in from lately waits as above too: a botnet's ceiling, of four addresses'
+    free failures, so one user's typos on a few devices stay under it."""
+    known_address_days: float = 30
+    """An address the user signed in from this recently never waits for the account-wide
+    count, so an attacker elsewhere cannot keep them out."""
+    failures_forgotten_after_hours: float = 24
+    """Counts of failures start afresh after this long without one (past the last wait)."""
+    address_failures_per_window: int = 100
+    """Failed sign-ins (of any email) one source address may make per window before it gets
+    429: a ward of 30 behind one NAT with two typos each at a shift change makes 60."""
+    address_window_seconds: float = 900
+    """That window, fixed (15 minutes: a shift change); successful sign-ins do not count."""
     session_idle_minutes: float = 30
     """A refresh token unused this long expires (idle session timeout)."""
     session_max_hours: float = 12
@@ -252,6 +281,9 @@ class NotificationSettings(BaseModel):
     webhook_allow_loopback: bool = False
     """Accept webhook URLs on this machine (127.0.0.0/8, ::1, localhost): for development.
     Link-local addresses (cloud metadata services) are refused always."""
+    webhook_allow_private: bool = False
+    """Accept webhook URLs on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, …): for
+    a receiver on the hospital's own network. Off, only public addresses are called."""
     webhook_tolerance_seconds: int = 300
     """Replay window receivers are told to allow between a webhook's timestamp and its arrival."""
     max_attempts: int = 4
@@ -276,6 +308,9 @@ class NotificationSettings(BaseModel):
     demo_mailbox_port: int = 0
     """With a port, `medcloud serve` starts a local SMTP mailbox there (Maildir in `var_dir`)
     and sends email to it: the demo shows alarms as email without any account anywhere."""
+    sns_topic_arn: str = Field(default="", pattern=r"^(|arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w.-]+)$")
+    """SNS topic every new and escalated alarm is also published to (region from the ARN, AWS
+    credentials and endpoint as boto3 finds them); empty: none."""
 
 
 class MllpSettings(BaseModel):
@@ -311,6 +346,9 @@ class Settings(BaseSettings):
         env_prefix="MEDCLOUD_", env_nested_delimiter="__", extra="ignore"
     )
 
+    profile: Literal["development", "production"] = "development"
+    """`production` hides the operator pages (/metrics, /docs, /openapi.json) behind
+    `http.operator_token`; `development` serves them to anyone who can reach the server."""
     var_dir: Path = Path("var")
     """Directory for the embedded database, generated keys and object storage."""
     database_url: str = ""
@@ -325,6 +363,8 @@ class Settings(BaseSettings):
     """Apply database migrations when the server starts."""
     db_pool_size: int = 10
     """Connections per process in the PostgreSQL pool."""
+    lease_seconds: float = Field(default=15.0, ge=1.0)
+    """How long a process leads a singleton loop unrenewed; then another may take it over."""
     gc_young_threshold: int = 50_000
     """Allocations between the garbage collector's young passes in `serve` and `worker`
     (CPython's default is 700, which costs a busy ingest process much of its CPU); 0 keeps
@@ -356,6 +396,9 @@ class Settings(BaseSettings):
     """PEM public keys of retired signing keys whose tokens are still accepted (key rotation)."""
     jwt_jwks_url: str = ""
     """Verify tokens with this JWKS instead of a local key (services that never sign)."""
+    data_keys: SecretStr | None = None
+    """Comma-separated Fernet keys sealing the secrets kept in the database (TOTP, webhook
+    secrets): the first seals, all open (rotation). Empty means a key file in `var_dir`."""
 
     max_future_skew_seconds: float = 300.0
     """Readings stamped further in the future than this are rejected."""
@@ -388,6 +431,10 @@ class Settings(BaseSettings):
     """Email, SMS and webhook channels, escalation and delivery."""
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     """The HL7 v2 listener (MLLP)."""
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    """The HTTP edge: CORS, security headers, operator pages."""
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    """Requests per caller: per user, per device, per address for anonymous calls."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -400,3 +447,20 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """Tell whether storage is the embedded SQLite file."""
         return self.resolved_database_url.startswith("sqlite")
+
+
+__all__ = [
+    "AlertSettings",
+    "AuditSettings",
+    "BusSettings",
+    "DevicesSettings",
+    "HttpSettings",
+    "IdentitySettings",
+    "IngestSettings",
+    "MllpSettings",
+    "MqttSettings",
+    "NotificationSettings",
+    "ObjectStoreSettings",
+    "RateLimitSettings",
+    "Settings",
+]

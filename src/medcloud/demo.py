@@ -21,7 +21,7 @@ from rich.table import Table
 
 from medcloud import simulator
 from medcloud.app import create_app
-from medcloud.config import MllpSettings, NotificationSettings, Settings
+from medcloud.config import MllpSettings, NotificationSettings, RateLimitSettings, Settings
 from medcloud.platform.logging import configure_logging
 
 REPORT_EVERY_SECONDS = 5.0
@@ -73,6 +73,10 @@ async def run_demo(
         notifications=NotificationSettings(demo_mailbox_port=mailbox_port, public_url=base),
         # Monitor gateways on this machine may send HL7 v2 (the local interface takes them).
         mllp=MllpSettings(port=mllp_port),
+        # The demo's console polls the fleet as a dashboard would, (devices + 1) requests every
+        # few seconds as the admin: over the reference gateway's 1,000 an hour within the
+        # half hour. The per-minute limit stays as deployed.
+        rate_limits=RateLimitSettings(default="100/minute;20000/hour"),
     )
     configure_logging(settings.log_level)
     config = uvicorn.Config(
@@ -102,7 +106,8 @@ async def run_demo(
         soft_wrap=True,
     )
     maildir = var_dir / "mailbox"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    transport = simulator.WaitOutLimits()
+    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=30) as client:
         token = await simulator.admin_token(client, admin_email, admin_password)
         headers = {"Authorization": f"Bearer {token}"}
         await _on_call(client, headers, admin_email)

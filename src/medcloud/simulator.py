@@ -13,6 +13,41 @@ from dataclasses import dataclass, field
 import httpx
 
 
+class WaitOutLimits(httpx.AsyncBaseTransport):
+    """Wait out a 429 for as long as its Retry-After asks, then send again, a few times over.
+
+    One admin registering a fleet, or a console polling it, meets the per-user rate limit
+    (100 a minute): the deployment is right to say so, and the client's part is to wait, not
+    to fail the whole fleet."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        tries: int = 4,
+        longest_wait_seconds: float = 65.0,
+    ) -> None:
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._tries = tries
+        self._longest_wait = longest_wait_seconds
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(self._tries - 1):
+            response = await self._inner.handle_async_request(request)
+            if response.status_code != 429:
+                return response
+            await response.aclose()
+            try:
+                wait = float(response.headers.get("retry-after", "1"))
+            except ValueError:
+                wait = 1.0
+            await asyncio.sleep(min(max(wait, 0.1), self._longest_wait))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 @dataclass
 class Vitals:
     """One patient's vitals as a slow random walk around a personal baseline."""

@@ -20,11 +20,10 @@ T = TypeVar("T")
 
 
 @dataclass
-class Api:
-    """The app over HTTP, plus what the tests keep reaching for."""
+class HttpApi:
+    """medcloud over HTTP, wherever it runs, plus what the tests keep reaching for."""
 
     http: httpx.AsyncClient
-    app: FastAPI
 
     async def token(self, email: str, password: str) -> str:
         response = await self.http.post(
@@ -98,6 +97,13 @@ class Api:
 
         await eventually(enough)
         return alerts
+
+
+@dataclass
+class Api(HttpApi):
+    """The app under test, in this process, over HTTP."""
+
+    app: FastAPI
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0) -> T:

@@ -142,6 +142,26 @@ class Broker:
             self.process.wait(timeout=10)
 
 
+def prepare(
+    found: Tools, directory: Path, port: int, admin_password: str, *, persistence: bool
+) -> None:
+    """Make a broker's dynamic-security file (its admin, `ADMIN`) and configuration."""
+    subprocess.run(
+        [
+            found.ctrl,
+            "dynsec",
+            "init",
+            str(directory / "dynamic-security.json"),
+            ADMIN,
+            admin_password,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    write_config(directory, port, found.plugin, persistence=persistence)
+
+
 def write_config(directory: Path, port: int, plugin: str, *, persistence: bool) -> None:
     """Write a broker configuration like deploy/mosquitto/mosquitto.conf, for one test."""
     lines = [
@@ -181,20 +201,7 @@ def running_broker(directory: Path, *, persistence: bool = False) -> Iterator[Br
         admin_password=secrets.token_urlsafe(16),
         worker_password=secrets.token_urlsafe(16),
     )
-    subprocess.run(
-        [
-            found.ctrl,
-            "dynsec",
-            "init",
-            str(directory / "dynamic-security.json"),
-            ADMIN,
-            broker.admin_password,
-        ],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    )
-    write_config(directory, port, found.plugin, persistence=persistence)
+    prepare(found, directory, port, broker.admin_password, persistence=persistence)
     broker.start()
     try:
         yield broker

@@ -28,6 +28,10 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MEDCLOUD_BUS__RETRY_BACKOFF_SECONDS": str(settings.bus.retry_backoff_seconds),
         "MEDCLOUD_BUS__RELAY_POLL_SECONDS": str(settings.bus.relay_poll_seconds),
         "MEDCLOUD_LOG_LEVEL": "WARNING",
+        # The same limits as the in-process app (relaxed for tests that are not about them).
+        "MEDCLOUD_RATE_LIMITS__DEFAULT": settings.rate_limits.default,
+        "MEDCLOUD_RATE_LIMITS__INGEST": settings.rate_limits.ingest,
+        "MEDCLOUD_RATE_LIMITS__ANONYMOUS": settings.rate_limits.anonymous,
     }
     return env | extra
 

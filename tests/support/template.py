@@ -76,5 +76,8 @@ async def create_sqlite_template(var_dir: Path) -> Path:
 def copy_sqlite_template(template: Path, settings: Settings) -> None:
     """Put a copy of the migrated template where the app of `settings` looks for its database."""
     path = sqlite_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The modes a fresh data directory gets, so the app has nothing to tighten (and warn of).
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
     shutil.copyfile(template, path)
+    path.chmod(0o600)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import medcloud
 
 SRC = Path(medcloud.__file__).parent
+# Not contexts: the kernel every context stands on, and the two that stand on all of them, the
+# serverless functions and the gateway (the edge's configuration, read from every router).
+OUTSIDE = ("platform", "functions", "gateway")
 CONTEXTS = sorted(
     p.name
     for p in SRC.iterdir()
-    if p.is_dir() and (p / "__init__.py").exists() and p.name not in ("platform", "functions")
+    if p.is_dir() and (p / "__init__.py").exists() and p.name not in OUTSIDE
 )
 # What one context may import from another: the events it publishes, and the published interface
 # of the devices context (wired in by the composition root).
@@ -64,12 +69,15 @@ def test_the_platform_kernel_imports_no_context() -> None:
     assert offences == []
 
 
-def test_no_context_or_the_kernel_imports_the_functions() -> None:
+@pytest.mark.parametrize("outside", ["functions", "gateway"])
+def test_no_context_or_the_kernel_imports_the_functions_or_the_gateway(outside: str) -> None:
     importers = [
         path.relative_to(SRC)
         for path in SRC.rglob("*.py")
-        if "functions" not in path.relative_to(SRC).parts
-        and any(name.startswith("medcloud.functions") for name in imports_of(path))
+        if outside not in path.relative_to(SRC).parts
+        # The command line mounts the gateway's commands, as it mounts every context's.
+        and path != SRC / "cli.py"
+        and any(name.startswith(f"medcloud.{outside}") for name in imports_of(path))
     ]
     assert importers == []
 

@@ -14,5 +14,5 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    background=(watch_advisories,),
+    singletons=(watch_advisories,),
 )

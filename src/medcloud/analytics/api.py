@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, TypeAdapter
+from pydantic import TypeAdapter
 
 from medcloud.analytics import figures, scores, service
 from medcloud.analytics.rules import Priority
@@ -29,6 +29,7 @@ from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.http import Authorize, RuntimeDep, SettingsDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
+from medcloud.platform.types import Timestamp
 
 router = APIRouter(tags=["analytics"])
 
@@ -135,7 +136,7 @@ async def create_rule(
 ) -> RuleRead:
     """Configure a rule (a rule of the same key and scope is replaced, as a new version)."""
     return await service.save_rule(
-        uow=uow, patients=runtime.patients, principal=principal, body=body
+        uow=uow, patients=runtime.patients, care=runtime.care, principal=principal, body=body
     )
 
 
@@ -149,7 +150,12 @@ async def update_rule(
 ) -> RuleRead:
     """Change a rule; its version goes up by one."""
     return await service.save_rule(
-        uow=uow, patients=runtime.patients, principal=principal, body=body, rule_id=rule_id
+        uow=uow,
+        patients=runtime.patients,
+        care=runtime.care,
+        principal=principal,
+        body=body,
+        rule_id=rule_id,
     )
 
 
@@ -157,10 +163,11 @@ async def update_rule(
 async def delete_rule(
     rule_id: str,
     uow: UowDep,
+    runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.ALARM_RULES_MANAGE)],
 ) -> Response:
     """Remove a rule: the broader rule of its key applies again."""
-    await service.delete_rule(uow=uow, principal=principal, rule_id=rule_id)
+    await service.delete_rule(uow=uow, care=runtime.care, principal=principal, rule_id=rule_id)
     return Response(status_code=204)
 
 
@@ -222,7 +229,14 @@ async def forecast(
     settings: SettingsDep,
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
     type: Annotated[str, Query(max_length=40)] = "heart_rate",
-    horizon: Annotated[str, Query(max_length=20, description="ISO 8601 duration")] = "PT30M",
+    horizon: Annotated[
+        str,
+        Query(
+            max_length=20,
+            pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$",
+            description="ISO 8601 duration, from PT1M to PT6H",
+        ),
+    ] = "PT30M",
 ) -> ForecastRead:
     """Forecast one vital sign with a prediction interval (`horizon` such as PT30M)."""
     return await scores.forecast_vital(
@@ -255,8 +269,8 @@ async def alarm_figures(
     uow: UowDep,
     runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.ALARM_FIGURES_READ)],
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
 ) -> FatigueRead:
     """Report alarm fatigue: alarms per patient-day, time to acknowledge, silenced, escalated."""
     return await figures.alarm_figures(

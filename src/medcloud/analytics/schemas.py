@@ -6,12 +6,12 @@ import datetime as dt
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from medcloud.analytics.alarms import AlarmState
 from medcloud.analytics.news2 import Consciousness, Risk
-from medcloud.analytics.rules import Priority, RuleKind, Scope
-from medcloud.platform.types import Number
+from medcloud.analytics.rules import KEY, MAX_DELAY_SECONDS, Priority, RuleKind, Scope
+from medcloud.platform.types import INTEGER, StrictNumber
 
 
 class AlertSource(StrEnum):
@@ -79,7 +79,7 @@ class SilenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seconds: Number = Field(gt=0, le=3600)
+    seconds: Annotated[StrictNumber, Field(gt=0, le=3600)]
     """How long; no more than the configured maximum (`alerts.max_silence_seconds`)."""
 
 
@@ -88,20 +88,21 @@ class RuleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: Annotated[str, Field(min_length=1, max_length=40)]
+    key: Annotated[str, Field(min_length=1, max_length=40, pattern=KEY.pattern)]
     """Rules of the same key override each other: patient over ward over organisation over
     the defaults."""
     kind: RuleKind
     scope: Scope = Scope.ORGANISATION
     scope_id: Annotated[str, Field(max_length=64)] = ""
     """The ward's or patient's id; empty for the organisation."""
-    measurement: Annotated[str, Field(max_length=40)] | None = None
+    measurement: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     priority: Priority
-    low: Number | None = None
-    high: Number | None = None
-    hysteresis: Number = 0.0
-    delay_seconds: Number = 0.0
-    window_seconds: Number | None = None
+    low: StrictNumber | None = None
+    high: StrictNumber | None = None
+    hysteresis: Annotated[StrictNumber, Field(ge=0)] = 0.0
+    delay_seconds: Annotated[StrictNumber, Field(ge=0, le=MAX_DELAY_SECONDS)] = 0.0
+    """At most 10 s for heart rate, 300 s otherwise."""
+    window_seconds: Annotated[StrictNumber, Field(ge=0, le=86_400)] | None = None
     latching: StrictBool = False
     enabled: StrictBool = True
 
@@ -140,14 +141,14 @@ class News2In(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    respiratory_rate: Number = Field(ge=0, le=120)
-    spo2: Number = Field(ge=0, le=100)
-    spo2_scale: Annotated[StrictInt, Field(ge=1, le=2)] = 1
+    respiratory_rate: Annotated[StrictNumber, Field(ge=0, le=120)]
+    spo2: Annotated[StrictNumber, Field(ge=0, le=100)]
+    spo2_scale: Annotated[int, Field(ge=1, le=2), INTEGER] = 1
     supplemental_oxygen: StrictBool
-    systolic_bp: Number = Field(ge=20, le=300)
-    pulse: Number = Field(ge=0, le=350)
+    systolic_bp: Annotated[StrictNumber, Field(ge=20, le=300)]
+    pulse: Annotated[StrictNumber, Field(ge=0, le=350)]
     consciousness: Consciousness
-    temperature: Number = Field(ge=10, le=46)
+    temperature: Annotated[StrictNumber, Field(ge=10, le=46)]
 
 
 class News2Read(BaseModel):
@@ -179,7 +180,7 @@ class ScoringIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    spo2_scale: Annotated[StrictInt, Field(ge=1, le=2)]
+    spo2_scale: Annotated[int, Field(ge=1, le=2), INTEGER]
 
 
 class ForecastPointRead(BaseModel):

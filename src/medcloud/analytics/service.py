@@ -23,11 +23,11 @@ from medcloud.analytics.schemas import AlertPage, AlertRead, AlertSource, RuleIn
 from medcloud.analytics.scores import patient_in_scope
 from medcloud.config import Settings
 from medcloud.platform.audit import audit_record
-from medcloud.platform.directory import CareDirectory, PatientDirectory
-from medcloud.platform.errors import FieldError, Invalid, NotFound
+from medcloud.platform.directory import CareDirectory, CareScope, PatientDirectory
+from medcloud.platform.errors import FieldError, Forbidden, Invalid, NotFound
 from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.policy import ensure_in_care_scope
-from medcloud.platform.security import UserPrincipal
+from medcloud.platform.security import Role, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -220,16 +220,58 @@ async def list_rules(
             defaults, configured, ward_id=patient.ward_id, patient_id=patient_id
         )
         return RulePage(items=[RuleRead.model_validate(r) for r in applied], defaults=[])
+    reach = _Reach(care, principal)
     return RulePage(
-        items=[RuleRead.model_validate(r) for r in configured],
+        items=[
+            RuleRead.model_validate(r)
+            for r in configured
+            if r.scope == Scope.ORGANISATION or await reach.covers(r.scope, r.scope_id)
+        ],
         defaults=[RuleRead.model_validate(r) for r in defaults],
     )
+
+
+class _Reach:
+    """Which rules a user may see and set: an admin all of the organisation's; a clinician or
+    nurse those of their own care teams' wards and patients. An organisation-wide rule changes
+    the alarms of every patient, which is no one care team's call: admins set those (everyone
+    sees them, since they apply to everyone's patients)."""
+
+    def __init__(self, care: CareDirectory, principal: UserPrincipal) -> None:
+        self._care = care
+        self._principal = principal
+        self._patients: CareScope | None = None
+
+    async def covers(self, scope: Scope | str, scope_id: str) -> bool:
+        principal = self._principal
+        if principal.role == Role.ADMIN:
+            return True
+        if scope == Scope.WARD:
+            members = await self._care.ward_members(principal.organisation_id, scope_id)
+            return principal.user_id in members
+        if scope == Scope.PATIENT:
+            if self._patients is None:
+                self._patients = await self._care.scope(
+                    principal.user_id, principal.organisation_id, principal.role.value
+                )
+            return self._patients.allows(scope_id)
+        return False
+
+    async def ensure(self, scope: Scope | str, scope_id: str, *, noun: str) -> None:
+        """Refuse a rule out of reach: 403 for an organisation-wide one, else 404 as if absent
+        (the API never confirms another care team's patients or rules)."""
+        if await self.covers(scope, scope_id):
+            return
+        if scope in (Scope.ORGANISATION, Scope.DEFAULT):
+            raise Forbidden("organisation-wide rules are set by admins")
+        raise NotFound(f"{noun} not found")
 
 
 async def save_rule(
     *,
     uow: UnitOfWork,
     patients: PatientDirectory,
+    care: CareDirectory,
     principal: UserPrincipal,
     body: RuleIn,
     rule_id: str | None = None,
@@ -250,16 +292,19 @@ async def save_rule(
         scope=body.scope,
         scope_id=body.scope_id,
     )
+    reach = _Reach(care, principal)
     if rule_id is not None:
         # Another organisation's rule is answered as absent before anything about the body.
         async with uow:
             found = await repository.get_rule(uow.session, rule_id)
         if found is None or found.organisation_id != principal.organisation_id:
             raise NotFound("rule not found")
+        await reach.ensure(found.scope, found.scope_id, noun="rule")
     errors = validate_rule(candidate)
     errors += await _scope_errors(patients, principal.organisation_id, body.scope, body.scope_id)
     if errors:
         raise Invalid("the rule cannot be saved", errors=errors)
+    await reach.ensure(body.scope, body.scope_id, noun=body.scope.value)
     async with uow:
         now = uow.clock.now()
         existing = await repository.find_rule(
@@ -320,12 +365,15 @@ async def _scope_errors(
     return []
 
 
-async def delete_rule(*, uow: UnitOfWork, principal: UserPrincipal, rule_id: str) -> None:
+async def delete_rule(
+    *, uow: UnitOfWork, care: CareDirectory, principal: UserPrincipal, rule_id: str
+) -> None:
     """Remove a configured rule: the broader rule of its key applies again (audited)."""
     async with uow:
         row = await repository.get_rule(uow.session, rule_id)
         if row is None or row.organisation_id != principal.organisation_id:
             raise NotFound("rule not found")
+        await _Reach(care, principal).ensure(row.scope, row.scope_id, noun="rule")
         await uow.session.delete(row)
         uow.publish(
             audit_record(

@@ -6,9 +6,10 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from medcloud.platform.audit import Outcome
+from medcloud.platform.types import Timestamp
 
 
 class ExportFormat(StrEnum):
@@ -30,9 +31,9 @@ class AuditQuery(BaseModel):
     """Only entries of this dotted action, e.g. `readings.read`."""
     outcome: Outcome | None = None
     """Only entries with this outcome."""
-    start: AwareDatetime | None = None
+    start: Timestamp | None = None
     """Only entries that occurred at or after this time."""
-    end: AwareDatetime | None = None
+    end: Timestamp | None = None
     """Only entries that occurred before this time."""
     limit: int = Field(default=100, ge=1, le=1000)
     """Entries per page (JSON only; exports stream every match)."""

@@ -22,6 +22,7 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    background=(refresh_active_devices, monitor_devices),
+    background=(refresh_active_devices,),
+    singletons=(monitor_devices,),
     large_bodies=large_bodies,
 )

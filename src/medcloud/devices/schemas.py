@@ -5,27 +5,50 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from medcloud.devices.firmware import VERSION_PATTERN
+from medcloud.platform.types import INTEGER, Id, Name, StrictNumber, Timestamp
+from medcloud.platform.types import Text as Line
 
-Text = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+Text = Name
 Version = Annotated[str, Field(max_length=50, pattern=VERSION_PATTERN)]
-Id = Annotated[str, Field(min_length=1, max_length=64)]
 DeviceStatus = Literal["unknown", "online", "offline", "decommissioned"]
+Percentage = Annotated[StrictNumber, Field(gt=0, le=100)]
 
 
 class DeviceCreate(BaseModel):
     """What an admin sends to register a device: a model profile, or a model and manufacturer."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["model_id"], "properties": {"model_id": {"type": "string"}}},
+                {
+                    "required": ["model", "manufacturer"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "manufacturer": {"type": "string"},
+                    },
+                },
+            ]
+        },
+    )
 
     serial_number: Text
     model: Text | None = None
     manufacturer: Text | None = None
-    patient_id: str | None = Field(default=None, min_length=1, max_length=64)
+    patient_id: Id | None = None
     model_id: Id | None = None
-    udi: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    udi: Line | None = None
     hardware_revision: Text | None = None
     firmware_version: Version | None = None
     ward_id: Id | None = None
@@ -41,9 +64,9 @@ class DeviceCreate(BaseModel):
 class DeviceUpdate(BaseModel):
     """What a technician may change about a device; only the fields sent change."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    udi: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    udi: Line | None = None
     hardware_revision: Text | None = None
     ward_id: Id | None = None
     location: Text | None = None
@@ -82,10 +105,10 @@ class HeartbeatIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    battery_percent: float | None = Field(default=None, ge=0, le=100)
-    signal_strength_dbm: float | None = Field(default=None, ge=-150, le=0)
+    battery_percent: Annotated[StrictNumber, Field(ge=0, le=100)] | None = None
+    signal_strength_dbm: Annotated[StrictNumber, Field(ge=-150, le=0)] | None = None
     firmware_version: Version | None = None
-    uptime_seconds: int | None = Field(default=None, ge=0)
+    uptime_seconds: Annotated[int, Field(ge=0, le=2**53), INTEGER] | None = None
 
 
 class DeviceStatusRead(BaseModel):
@@ -145,7 +168,7 @@ class CredentialRotate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int = Field(default=3600, ge=0, le=MAX_GRACE_SECONDS)
+    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GRACE_SECONDS), INTEGER] = 3600
     """How long the previous tokens keep working; 0 stops them at once."""
 
 
@@ -178,14 +201,14 @@ class CredentialList(BaseModel):
 class DeviceModelCreate(BaseModel):
     """A device model (profile) and the key its manufacturer signs firmware with."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     manufacturer: Text
     model: Text
-    measurement_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(
-        default_factory=list, max_length=50
-    )
-    reporting_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    measurement_types: list[
+        Annotated[str, Field(max_length=40, pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    ] = Field(default_factory=list, max_length=50)
+    reporting_interval_seconds: Annotated[StrictNumber, Field(gt=0, le=86_400)] = 60.0
     signing_public_key: str = Field(min_length=1, max_length=2000)
     """PEM (SubjectPublicKeyInfo) Ed25519 public key."""
 
@@ -239,7 +262,7 @@ class FirmwareManifest(BaseModel):
     version: Version
     min_version: Version | None = None
     """The oldest version that may install this image (None: any older one)."""
-    expires_at: AwareDatetime
+    expires_at: Timestamp
 
 
 class FirmwareCreate(BaseModel):
@@ -280,7 +303,7 @@ class FirmwareList(BaseModel):
 class CampaignCreate(BaseModel):
     """A staged rollout of a verified image to the model's devices."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     name: Text
     image_id: Id
@@ -288,13 +311,15 @@ class CampaignCreate(BaseModel):
     """Only devices currently on one of these versions (None: any older version)."""
     ward_id: Id | None = None
     """Only devices located in this ward."""
-    waves: list[float] = Field(default_factory=lambda: [1.0, 10.0, 50.0, 100.0], max_length=20)
+    waves: list[Percentage] = Field(
+        default_factory=lambda: [1.0, 10.0, 50.0, 100.0], min_length=1, max_length=20
+    )
     """Cumulative percentages of the targets each wave reaches; the last is 100."""
-    success_threshold: float = Field(default=0.9, gt=0, le=1)
+    success_threshold: Annotated[StrictNumber, Field(gt=0, le=1)] = 0.9
     """Share of a wave's devices that must succeed before the next wave starts."""
-    error_threshold: float = Field(default=0.1, ge=0, lt=1)
+    error_threshold: Annotated[StrictNumber, Field(ge=0, lt=1)] = 0.1
     """Share of failed updates above which the campaign pauses itself."""
-    override_maintenance_window: bool = False
+    override_maintenance_window: StrictBool = False
     """Update devices assigned to a patient at any time, not only in the maintenance window."""
 
     @field_validator("waves")

@@ -156,6 +156,19 @@ async def update_user(
     return await users.update_user(uow=uow, principal=principal, user_id=user_id, cmd=cmd)
 
 
+@router.post("/api/v1/users/{user_id}/unlock", response_model=UserRead)
+async def unlock_user(
+    user_id: str,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
+) -> UserRead:
+    """Lift the waits failed sign-ins put on a user, from every address (audited)."""
+    return await users.unlock_user(
+        uow=uow, cache=runtime.cache, principal=principal, user_id=user_id
+    )
+
+
 @router.post("/api/v1/wards", response_model=WardRead, status_code=status.HTTP_201_CREATED)
 async def create_ward(
     cmd: WardCreate,

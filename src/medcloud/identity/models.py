@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medcloud.platform.db import Base, UTCDateTime
+from medcloud.platform.sealing import Sealed
 
 
 class Organisation(Base):
@@ -35,7 +36,8 @@ class UserAccount(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(Sealed())
+    """Sealed at rest: unlike a password it must be read back to check a code."""
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 

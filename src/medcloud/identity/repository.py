@@ -48,24 +48,34 @@ async def first_organisation(session: AsyncSession) -> Organisation | None:
 
 
 async def reserve_login_attempt(
-    session: AsyncSession, email: str, now: dt.datetime
+    session: AsyncSession,
+    email: str,
+    now: dt.datetime,
+    *,
+    waits: bool,
+    forget_before: dt.datetime,
 ) -> tuple[str, int] | None:
-    """Count one more sign-in attempt against an unlocked account, atomically.
+    """Count one more failed sign-in against an account, atomically, before the password is
+    checked, so parallel guesses cannot all slip through while the first are still hashing.
 
-    Returns (user id, attempts so far), or None when there is no such account or it is locked.
-    The count is taken *before* the password is checked, so parallel guesses cannot all slip
-    through while the first ones are still being verified; an expired lock starts afresh.
+    Returns (user id, failures so far, this one included), or None when there is no such
+    account or, with `waits`, its account-wide wait (`locked_until`) has not passed; such an
+    attempt is not counted, and a counted one dates itself there (a wait of none, which
+    `lock_user` lengthens past the ceiling). A count whose last wait ended before
+    `forget_before` starts afresh.
     """
-    expired = and_(UserAccount.locked_until.is_not(None), UserAccount.locked_until < now)
+    stale = and_(UserAccount.locked_until.is_not(None), UserAccount.locked_until < forget_before)
+    conditions = [UserAccount.email == email.lower()]
+    if waits:
+        conditions.append(or_(UserAccount.locked_until.is_(None), UserAccount.locked_until <= now))
+    # Without `waits` the address is exempt, and a wait others are in must not be shortened.
+    dated = now if waits else case((stale, None), else_=UserAccount.locked_until)
     result = await session.execute(
         update(UserAccount)
-        .where(
-            UserAccount.email == email.lower(),
-            or_(UserAccount.locked_until.is_(None), UserAccount.locked_until < now),
-        )
+        .where(*conditions)
         .values(
-            failed_logins=case((expired, 1), else_=UserAccount.failed_logins + 1),
-            locked_until=None,
+            failed_logins=case((stale, 1), else_=UserAccount.failed_logins + 1),
+            locked_until=dated,
         )
         .returning(UserAccount.id, UserAccount.failed_logins)
     )
@@ -74,7 +84,8 @@ async def reserve_login_attempt(
 
 
 async def lock_user(session: AsyncSession, user_id: str, until: dt.datetime) -> None:
-    """Lock the account until `until`."""
+    """Make addresses the account has not signed in from lately wait until `until` (which may
+    be now: it also dates the last failure, from which the count is forgotten)."""
     await session.execute(
         update(UserAccount).where(UserAccount.id == user_id).values(locked_until=until)
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool
 
 from medcloud.platform.security import Role
+from medcloud.platform.types import TRIM, BirthDate, Id, Name, line, trimmed
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[EmailStr, Field(max_length=254)]
 
 
 class Strict(BaseModel):
@@ -56,9 +57,9 @@ class UserRead(BaseModel):
 class UserInvite(Strict):
     """What an admin sends to invite a user."""
 
-    email: EmailStr
+    email: Email
     role: Role
-    ward_ids: list[str] = Field(default_factory=list, max_length=50)
+    ward_ids: list[Id] = Field(default_factory=list, max_length=50)
 
 
 class UserInvited(UserRead):
@@ -72,8 +73,8 @@ class UserUpdate(Strict):
     """What an admin may change about a user."""
 
     role: Role | None = None
-    ward_ids: list[str] | None = Field(default=None, max_length=50)
-    is_active: bool | None = None
+    ward_ids: list[Id] | None = Field(default=None, max_length=50)
+    is_active: StrictBool | None = None
 
 
 class UserPage(BaseModel):
@@ -112,18 +113,18 @@ class WardPage(BaseModel):
 class PatientCreate(Strict):
     """A patient to register (identifier as in FHIR: system + value)."""
 
-    identifier_system: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    identifier_value: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    identifier_system: Annotated[str, line(1, 200)]
+    identifier_value: Annotated[str, line(1, 100)]
     family_name: Name
     given_name: Name
-    birth_date: dt.date
-    ward_id: str | None = None
+    birth_date: BirthDate
+    ward_id: Id | None = None
 
 
 class PatientUpdate(Strict):
     """A patient's move to another care team (or none)."""
 
-    ward_id: str | None
+    ward_id: Id | None
 
 
 class PatientRead(BaseModel):
@@ -151,7 +152,7 @@ class PatientPage(BaseModel):
 class BreakGlassRequest(Strict):
     """Why a clinician needs a patient outside their care teams."""
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=500)]
+    reason: Annotated[str, trimmed(10, 500), TRIM]
 
 
 class BreakGlassRead(BaseModel):

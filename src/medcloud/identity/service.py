@@ -10,6 +10,7 @@ import hashlib
 import uuid
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.config import Settings
@@ -133,12 +134,22 @@ async def ensure_bootstrap_admin(*, uow_factory: UnitOfWorkFactory, settings: Se
         if await repository.count_users(uow.session) > 0:
             return
     # The operator chose this password in configuration; the policy applies to people's own.
-    await create_organisation(
-        uow_factory=uow_factory,
-        name=settings.bootstrap_organisation,
-        admin_email=email,
-        admin_password=password.get_secret_value(),
-        min_password_length=None,
-        bootstrap=True,
-    )
+    try:
+        await create_organisation(
+            uow_factory=uow_factory,
+            name=settings.bootstrap_organisation,
+            admin_email=email,
+            admin_password=password.get_secret_value(),
+            min_password_length=None,
+            bootstrap=True,
+        )
+    except (IntegrityError, Conflict):
+        # Every identity process of a fresh deployment starts at once (API replicas, the
+        # worker): one of them creates the admin, and the others find it made, before their
+        # insert (Conflict) or at it (the unique email).
+        async with uow_factory() as uow:
+            if await repository.count_users(uow.session) == 0:
+                raise
+        log.info("identity.bootstrap_admin_created_elsewhere")
+        return
     log.info("identity.bootstrap_admin_created")

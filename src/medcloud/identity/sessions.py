@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import uuid
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import pyotp
 
 from medcloud.config import Settings
-from medcloud.identity import repository, service
-from medcloud.identity.models import RefreshToken, UserAccount
+from medcloud.identity import repository, service, throttling
+from medcloud.identity.models import Organisation, RefreshToken, UserAccount
 from medcloud.identity.schemas import MfaEnrolment, TokenRead
-from medcloud.platform.audit import Outcome, audit_record
+from medcloud.platform.audit import AuditRecorded, Outcome, audit_record
 from medcloud.platform.cache import Cache
-from medcloud.platform.errors import Conflict, FieldError, TooManyRequests, Unauthorized
+from medcloud.platform.errors import Unauthorized
 from medcloud.platform.security import (
     Role,
     TokenService,
@@ -26,10 +28,21 @@ from medcloud.platform.security import (
 from medcloud.platform.uow import UnitOfWork
 
 REFRESH_PREFIX = "mcr_"
-WRONG_CREDENTIALS = "wrong email or password"
+WRONG_CREDENTIALS = "wrong email, password or one-time code"
 
-# Verified against when the email is unknown, so that both failures take the same time.
+# Verified against whenever the account's own hash may not be, so every refusal costs one hash.
 _absent_user_hash: list[str] = []
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A password that opened its account, and the counts it was let through on."""
+
+    user: UserAccount
+    organisation: Organisation | None
+    attempt: throttling.Attempt
+    failures: int
+    """The account's failures from every address, this attempt included (see `_forgive`)."""
 
 
 async def sign_in(
@@ -46,30 +59,42 @@ async def sign_in(
     """Exchange an email, password (and one-time code, if enrolled) for a session; guessing is
     bounded as `_check_password` says."""
     now = uow.clock.now()
-    user, address_key, failures = await _check_password(
+    checked = await _check_password(
         uow=uow, cache=cache, settings=settings, email=email, password=password, source=source
     )
-    async with uow:
-        organisation = await repository.get_organisation(uow.session, user.organisation_id)
+    user, organisation = checked.user, checked.organisation
     # An enrolled secret is required at once, even before its first use confirms it.
     mfa_required = (
         user.mfa_enabled
         or user.totp_secret is not None
         or (user.role == Role.ADMIN and organisation is not None and organisation.require_admin_mfa)
     )
+    # A missing or wrong code is answered as a wrong password is: only the holder of the second
+    # factor may learn that the password was right.
     if mfa_required:
-        if user.totp_secret is None:
-            raise Unauthorized("this account needs a second factor: enrol one first")
-        if not totp or not pyotp.TOTP(user.totp_secret).verify(totp, for_time=now, valid_window=1):
+        secret = user.totp_secret
+        if secret is None or not totp:
+            reason = "second_factor_not_enrolled" if secret is None else "one_time_code_missing"
+        elif not pyotp.TOTP(secret).verify(totp, for_time=now, valid_window=1):
+            reason = "one_time_code_wrong"
+        else:
+            reason = ""
+        if reason:
             await _refuse(
-                uow, cache, settings, address_key, failures, email=email, user=user, field="totp"
+                uow,
+                settings,
+                checked.attempt,
+                email=email,
+                user=user,
+                failures=checked.failures,
+                reason=reason,
             )
 
     principal = UserPrincipal(user.id, user.organisation_id, Role(user.role))
     async with uow:
         fresh = await repository.get_user(uow.session, user.id)
         assert fresh is not None  # noqa: S101
-        fresh.failed_logins = 0
+        _forgive(fresh, checked.failures, settings)
         fresh.last_login_at = now
         if mfa_required and not fresh.mfa_enabled:
             fresh.mfa_enabled = True  # the first code proves the enrolment
@@ -80,6 +105,7 @@ async def sign_in(
             )
         )
         await uow.commit()
+    await checked.attempt.succeeded()
     return TokenRead(
         access_token=tokens.issue(principal),
         expires_in=int(tokens.lifetime.total_seconds()),
@@ -95,107 +121,145 @@ async def _check_password(
     email: str,
     password: str,
     source: str | None,
-) -> tuple[UserAccount, str, int]:
-    """Check an account's password, with guessing bounded twice: per account, attempts are
-    counted atomically *before* the password is checked and the account locks after
-    `lockout_threshold` failures; per source address, failures beyond
-    `address_failures_per_window` are refused without checking. Every use case that takes a
-    password goes through here. Returns the user, the address's throttle key and failures."""
+) -> _Checked:
+    """Check an account's password within the limits `throttling` describes.
+
+    An address over its budget, or still waiting for this email, gets 429 at once (whether the
+    email exists plays no part in either). Otherwise the attempt is counted against the
+    account before anything is verified, and exactly one argon2 hash is verified, whatever
+    follows: an unknown email, an account-wide wait, a disabled account and a wrong password
+    all take as long and get the same answer, and the account's own hash is only verified when
+    it could open it. Every use case that takes a password goes through here.
+    """
     policy = settings.identity
-    address_key = f"login-failures:{source or 'unknown'}"
-    failures = int(await cache.get(address_key) or 0)
-    if failures >= policy.address_failures_per_window:
-        raise TooManyRequests(
-            "too many failed sign-ins from this address",
-            retry_after=int(policy.address_window_seconds),
-        )
     now = uow.clock.now()
+    attempt = throttling.Attempt(cache=cache, policy=policy, email=email, source=source, now=now)
+    await attempt.admit()
+    dummy = await _dummy_hash()
     async with uow:
-        reserved = await repository.reserve_login_attempt(uow.session, email, now)
-        await uow.commit()
-    if reserved is None:
-        async with uow:
-            locked = await repository.get_user_by_email(uow.session, email)
-        # A locked account is refused without hashing: that is what keeps a flood of guesses
-        # cheap. Only an unknown email pays for a dummy hash, so it answers as slowly as a
-        # wrong password would.
+        reserved = await repository.reserve_login_attempt(
+            uow.session,
+            email,
+            now,
+            waits=not attempt.known_address,
+            forget_before=now - dt.timedelta(hours=policy.failures_forgotten_after_hours),
+        )
+        wait = 0.0 if reserved is None else throttling.account_wait(policy, reserved[1])
+        if reserved is not None and wait and not attempt.known_address:
+            # In the same transaction as the count, so no parallel guess slips in before it. A
+            # known address starts its wait only once it has failed (`_refuse`): its success
+            # must not make everyone else wait longer.
+            await repository.lock_user(uow.session, reserved[0], now + dt.timedelta(seconds=wait))
+        user = await repository.get_user_by_email(uow.session, email)
+        organisation = (
+            None
+            if user is None
+            else await repository.get_organisation(uow.session, user.organisation_id)
+        )
+        own = None
+        if user is not None and reserved is not None and user.is_active:
+            own = user.password_hash
+        # The count is decided, and held, by the UPDATE above; it is committed while the hash
+        # is verified, so that the disk write only an open account's count makes stays out of
+        # the answer's time instead of setting its refusals apart.
+        matches, _ = await asyncio.gather(verify_password(own or dummy, password), uow.commit())
+    failures = 0 if reserved is None else reserved[1]
+    if user is None or own is None or not matches:
         await _refuse(
             uow,
-            cache,
             settings,
-            address_key,
-            failures,
+            attempt,
             email=email,
-            user=locked,
-            pretend=locked is None,
+            user=user,
+            failures=failures,
+            reason=_why(user, reserved is not None),
         )
-    user_id, attempts = reserved
-    if attempts > policy.lockout_threshold:
-        async with uow:
-            await repository.lock_user(
-                uow.session, user_id, now + dt.timedelta(minutes=policy.lockout_minutes)
-            )
-            await uow.commit()
-        async with uow:
-            locked = await repository.get_user(uow.session, user_id)
-        await _refuse(uow, cache, settings, address_key, failures, email=email, user=locked)
-    async with uow:
-        user = await repository.get_user(uow.session, user_id)
-    assert user is not None  # noqa: S101  (it was just counted)
-    if (
-        not user.is_active
-        or user.password_hash is None
-        or not await verify_password(user.password_hash, password)
-    ):
-        await _refuse(uow, cache, settings, address_key, failures, email=email, user=user)
-    return user, address_key, failures
+    return _Checked(user, organisation, attempt, failures)
+
+
+def _why(user: UserAccount | None, counted: bool) -> str:
+    if user is None:
+        return "unknown_email"
+    if not counted:
+        return "account_waiting"
+    if not user.is_active:
+        return "disabled"
+    return "no_password" if user.password_hash is None else "password"
+
+
+async def _dummy_hash() -> str:
+    # Made on the first attempt of any kind, so the first unknown email is not the slow one.
+    if not _absent_user_hash:
+        _absent_user_hash.append(await hash_password(uuid.uuid4().hex))
+    return _absent_user_hash[0]
+
+
+def _forgive(user: UserAccount, failures: int, settings: Settings) -> None:
+    """Give a successful attempt's count back. Below the account-wide ceiling a success clears
+    the count (a user's typos are forgiven); past it the count stands, less this attempt, so a
+    user signing in from a known address hands an attacker elsewhere no fresh allowance."""
+    if failures <= settings.identity.account_failures_before_wait:
+        user.failed_logins, user.locked_until = 0, None
+    else:
+        user.failed_logins = max(0, user.failed_logins - 1)
 
 
 async def _refuse(
     uow: UnitOfWork,
-    cache: Cache,
     settings: Settings,
-    address_key: str,
-    failures: int,
+    attempt: throttling.Attempt,
     *,
     email: str,
     user: UserAccount | None,
-    field: str | None = None,
-    pretend: bool = False,
+    failures: int,
+    reason: str,
 ) -> NoReturn:
-    """Record a failed sign-in (audit and throttling) and raise the same answer for every cause.
-
-    With `pretend`, first spend the time a password check would take.
-    """
-    if pretend:
-        if not _absent_user_hash:
-            _absent_user_hash.append(await hash_password(uuid.uuid4().hex))
-        await verify_password(_absent_user_hash[0], "x")
-    await cache.set(
-        address_key,
-        str(failures + 1).encode(),
-        ttl_seconds=settings.identity.address_window_seconds,
-    )
+    """Audit a failed sign-in, and any wait it starts, and raise the one answer every refusal
+    gets, whatever `reason` (kept in the audit entry only)."""
+    policy = settings.identity
+    # The email is an identifier of staff, not of patients; keep only its digest.
+    email_sha256 = throttling.email_key(email)[:16]
     async with uow:
         uow.publish(
-            audit_record(
-                None,
-                "auth.login",
-                occurred_at=uow.clock.now(),
-                organisation_id=user.organisation_id if user else "",
-                object_type="user",
-                object_id=user.id if user else None,
-                outcome=Outcome.FAILURE,
-                # The email is an identifier of staff, not of patients; keep only its digest.
-                detail={"email_sha256": service.digest(email.lower())[:16]},
+            _anonymous_record(
+                uow, "auth.login", user, {"email_sha256": email_sha256, "reason": reason}
             )
         )
+        # A wait starting is a lock, audited once; each further failure lengthens it.
+        if attempt.failures == policy.failures_before_wait:
+            detail = {
+                "email_sha256": email_sha256,
+                "scope": "address",
+                "wait_seconds": attempt.wait,
+            }
+            uow.publish(_anonymous_record(uow, "auth.lock", user, detail))
+        wait = throttling.account_wait(policy, failures)
+        if failures and attempt.known_address and user is not None:
+            until = uow.clock.now() + dt.timedelta(seconds=wait)
+            await repository.lock_user(uow.session, user.id, until)
+        if failures == policy.account_failures_before_wait:
+            detail = {"email_sha256": email_sha256, "scope": "account", "wait_seconds": wait}
+            uow.publish(_anonymous_record(uow, "auth.lock", user, detail))
         await uow.commit()
     error = Unauthorized(WRONG_CREDENTIALS)
     error.audited = True
-    if field is not None:
-        error.errors = (FieldError(field, "a valid one-time code is required"),)
     raise error
+
+
+def _anonymous_record(
+    uow: UnitOfWork, action: str, user: UserAccount | None, detail: dict[str, Any]
+) -> AuditRecorded:
+    failed = action == "auth.login"
+    return audit_record(
+        None,
+        action,
+        occurred_at=uow.clock.now(),
+        organisation_id=user.organisation_id if user else "",
+        object_type="user",
+        object_id=user.id if user else None,
+        outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
+        detail=detail,
+    )
 
 
 def _new_refresh_token(uow: UnitOfWork, user_id: str, *, family_id: str, settings: Settings) -> str:
@@ -285,21 +349,32 @@ async def enrol_mfa(
 ) -> MfaEnrolment:
     """Give a user, proven by password, a new TOTP secret; their next sign-in confirms it.
 
-    The password is checked as signing in checks it: throttled per address, counted per
-    account, refused on a locked account."""
-    user, _, _ = await _check_password(
+    The password is checked as signing in checks it, within the same limits and with the same
+    answer to every refusal. A user whose second factor is confirmed is refused as a wrong
+    password would be: telling them apart would confirm the password without the code."""
+    checked = await _check_password(
         uow=uow, cache=cache, settings=settings, email=email, password=password, source=source
     )
+    user = checked.user
     if user.mfa_enabled:
-        raise Conflict("a second factor is already enrolled; an admin can reset it")
+        await _refuse(
+            uow,
+            settings,
+            checked.attempt,
+            email=email,
+            user=user,
+            failures=checked.failures,
+            reason="second_factor_enrolled",
+        )
     secret = pyotp.random_base32()
     async with uow:
         stored = await repository.get_user(uow.session, user.id)
         assert stored is not None  # noqa: S101
         stored.totp_secret = secret
-        stored.failed_logins = 0
+        _forgive(stored, checked.failures, settings)
         principal = UserPrincipal(user.id, user.organisation_id, Role(user.role))
         uow.publish(audit_record(principal, "auth.mfa_enrol", occurred_at=uow.clock.now()))
         await uow.commit()
+    await checked.attempt.succeeded()
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="medcloud")
     return MfaEnrolment(secret=secret, otpauth_uri=uri)

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.config import Settings
-from medcloud.identity import repository, service
+from medcloud.identity import repository, service, throttling
 from medcloud.identity.events import UserCreated
 from medcloud.identity.models import Invitation, UserAccount
 from medcloud.identity.passwords import check_password
 from medcloud.identity.schemas import UserInvite, UserInvited, UserPage, UserRead, UserUpdate
 from medcloud.platform.audit import audit_record
+from medcloud.platform.cache import Cache
 from medcloud.platform.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from medcloud.platform.security import Role, UserPrincipal, hash_password
 from medcloud.platform.uow import UnitOfWork
@@ -161,6 +162,38 @@ async def update_user(
             )
         )
         await uow.commit()
+    async with uow:
+        wards = await repository.ward_ids_of(uow.session, [user.id])
+    return _user_read(user, wards[user.id])
+
+
+async def unlock_user(
+    *, uow: UnitOfWork, cache: Cache, principal: UserPrincipal, user_id: str
+) -> UserRead:
+    """Lift every wait failed sign-ins put on a user: the account-wide one and each address's
+    (audited as `auth.unlock`, whether or not anything was waiting)."""
+    now = uow.clock.now()
+    async with uow:
+        user = await repository.get_user(uow.session, user_id)
+        if user is None or user.organisation_id != principal.organisation_id:
+            raise NotFound("user not found")
+        failures, waiting = (
+            user.failed_logins,
+            user.locked_until is not None and user.locked_until > now,
+        )
+        user.failed_logins, user.locked_until = 0, None
+        uow.publish(
+            audit_record(
+                principal,
+                "auth.unlock",
+                occurred_at=now,
+                object_type="user",
+                object_id=user.id,
+                detail={"failed_logins": failures, "account_waiting": waiting},
+            )
+        )
+        await uow.commit()
+    await throttling.forget_waits(cache, user.email)
     async with uow:
         wards = await repository.ward_ids_of(uow.session, [user.id])
     return _user_read(user, wards[user.id])

@@ -17,5 +17,6 @@ CONTEXT = Context(
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
     provides=(provide_intake,),
-    background=(maintain_partitions, watch_uploads, consume_mqtt),
+    background=(consume_mqtt,),
+    singletons=(maintain_partitions, watch_uploads),
 )

@@ -6,7 +6,7 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from medcloud.ingest import queries
 from medcloud.ingest.decode import Decoded, Undecodable, decode
@@ -29,6 +29,7 @@ from medcloud.platform.http import (
 )
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
+from medcloud.platform.types import Timestamp
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -121,8 +122,8 @@ async def list_readings(
     uow: UowDep,
     runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -148,8 +149,8 @@ async def summarise_readings(
     uow: UowDep,
     runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     bucket: Annotated[
         int | None,
         Query(

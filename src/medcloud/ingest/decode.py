@@ -15,6 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from medcloud.ingest.schemas import ReadingIn, ReadingsIn
+from medcloud.platform.contract import RepeatedKey, check_unique_keys
 from medcloud.platform.errors import DomainError, FieldError, TooLarge
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/ndjson"})
@@ -124,6 +125,10 @@ def decode(
             MalformedBody("the request body is not valid JSON", errors=[problem.error]),
         ) from exc
     try:
+        check_unique_keys(body, document)
+    except RepeatedKey as exc:
+        raise Undecodable(Problem(exc.errors[0], _snippet(body), "schema"), exc) from exc
+    try:
         parsed = ReadingsIn.model_validate(document)
     except ValidationError as exc:
         return Decoded(
@@ -158,6 +163,12 @@ def _ndjson(body: bytes, *, max_readings: int) -> Decoded:
                     "malformed",
                 )
             )
+            continue
+        try:
+            check_unique_keys(line, document)
+        except RepeatedKey as exc:
+            field = f"readings.{index}.{exc.errors[0].field}"
+            problems.append(Problem(FieldError(field, exc.errors[0].message), document, "schema"))
             continue
         try:
             readings.append(ReadingIn.model_validate(document))

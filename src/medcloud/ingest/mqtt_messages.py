@@ -12,6 +12,7 @@ import orjson
 from medcloud.ingest.decode import decode_or_explain
 from medcloud.ingest.intake import Intake, Transport
 from medcloud.ingest.schemas import IngestResult
+from medcloud.platform.contract import RepeatedKey, check_unique_keys
 from medcloud.platform.errors import DomainError
 from medcloud.platform.security import DevicePrincipal
 
@@ -57,6 +58,12 @@ def split_msg_id(payload: bytes) -> tuple[bytes, str | None]:
     if not isinstance(document, dict) or "msg_id" not in document:
         return payload, None
     msg_id = document.pop("msg_id")
+    try:
+        check_unique_keys(payload, document | {"msg_id": msg_id})
+    except RepeatedKey:
+        # Written back out, the payload would lose the repeated key without a word; as it
+        # is, decoding refuses it by name.
+        return payload, None if msg_id is None else str(msg_id)[:200]
     return orjson.dumps(document), None if msg_id is None else str(msg_id)[:200]
 
 

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Self
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -20,17 +18,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
-
-def _text_timestamp(raw: Any) -> Any:
-    # Pydantic would read 1700000000 as seconds since 1970: a device that sends a counter or
-    # an uptime would then be stored at a plausible, wrong time.
-    if isinstance(raw, bool | int | float):
-        raise ValueError("a timestamp is an RFC 3339 string with a zone, not a number")
-    return raw
-
-
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_timestamp)]
-"""An RFC 3339 date-time with a zone; numbers are refused."""
+from medcloud.platform.types import Timestamp
 
 
 @dataclass(frozen=True)
@@ -80,8 +68,12 @@ Value = Annotated[
                 {"type": "number"},
                 {
                     "type": "object",
-                    "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
+                    "properties": {
+                        "value": {"type": "number"},
+                        "unit": {"type": "string", "minLength": 1, "maxLength": 20},
+                    },
                     "required": ["value", "unit"],
+                    "additionalProperties": False,
                 },
             ]
         }
@@ -95,7 +87,7 @@ class ReadingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timestamp: Timestamp
-    measurements: dict[Annotated[str, Field(max_length=40)], Value] = Field(
+    measurements: dict[Annotated[str, Field(min_length=1, max_length=40)], Value] = Field(
         min_length=1, max_length=64
     )
 
@@ -106,7 +98,7 @@ class ReadingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timestamp: Timestamp | None = None
-    measurements: dict[Annotated[str, Field(max_length=40)], Value] | None = Field(
+    measurements: dict[Annotated[str, Field(min_length=1, max_length=40)], Value] | None = Field(
         default=None, min_length=1, max_length=64
     )
     readings: list[ReadingIn] | None = Field(default=None, min_length=1, max_length=100_000)

@@ -22,6 +22,7 @@ class SeriesIds:
     def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
         self._uow_factory = uow_factory
         self._known: dict[SeriesKey, int] = {}
+        self._wanted: set[SeriesKey] = set()
         self._making = asyncio.Lock()
 
     async def of_device(
@@ -35,12 +36,20 @@ class SeriesIds:
         known = self._known
         missing = {key for key in keys.values() if key not in known}
         if missing:
-            # One maker at a time: concurrent requests of one new device then make it once.
-            async with self._making:
-                missing = {key for key in missing if key not in known}
-                if missing:
-                    async with self._uow_factory() as uow:
-                        made = await repository.make_series(uow.session, sorted(missing))
-                        await uow.commit()
-                    known.update(made)
+            await self._make(missing)
         return {wanted: known[key] for wanted, key in keys.items()}
+
+    async def _make(self, missing: set[SeriesKey]) -> None:
+        # One maker at a time, and each makes what every waiter wants: when a fleet comes
+        # online, a thousand devices' first requests make their series in a few transactions
+        # instead of queueing for a thousand one after another. A waiter whose keys an earlier
+        # round made finds nothing left; one whose round failed makes its own again.
+        self._wanted |= missing
+        async with self._making:
+            wanted = (self._wanted | missing) - self._known.keys()
+            self._wanted.clear()
+            if wanted:
+                async with self._uow_factory() as uow:
+                    made = await repository.make_series(uow.session, sorted(wanted))
+                    await uow.commit()
+                self._known.update(made)

@@ -20,6 +20,7 @@ CONTEXT = Context(
     router=router,
     subscriptions=SUBSCRIPTIONS,
     migrations=Path(__file__).parent / "migrations",
-    background=(listen_mllp, forget_answered),
+    background=(listen_mllp,),
+    singletons=(forget_answered,),
     error_formats={"/fhir/": operation_outcome_body},
 )

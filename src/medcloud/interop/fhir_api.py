@@ -52,6 +52,10 @@ _ISSUE_TYPES: dict[int, IssueType] = {
     429: "throttled",
     503: "transient",
 }
+# Searches read their parameters themselves, strictly (FHIR lists them in /metadata).
+_SEARCH: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A search parameter is unknown, malformed or missing."}
+}
 _SYNCHRONOUS_EXPORT = (
     "Synchronous: GET {path}/$export answers application/fhir+ndjson at once, not 202 and a "
     "status URL; _type (Patient, Device, Observation) and _since are supported."
@@ -140,7 +144,7 @@ def capabilities(base_url: str, now: dt.datetime) -> CapabilityStatement:
     return statement
 
 
-@router.get("/Patient")
+@router.get("/Patient", responses=_SEARCH)
 async def search_patients(
     request: Request, uow: UowDep, sources: SourcesDep, principal: PatientReader
 ) -> FhirJson:
@@ -169,7 +173,7 @@ async def read_patient(
     )
 
 
-@router.get("/Patient/{patient_id}/$export", response_class=StreamingResponse)
+@router.get("/Patient/{patient_id}/$export", response_class=StreamingResponse, responses=_SEARCH)
 async def export_patient(
     request: Request,
     patient_id: str,
@@ -188,7 +192,7 @@ async def export_patient(
     return StreamingResponse(lines, media_type=fhir_export.NDJSON)
 
 
-@router.get("/Group/{ward_id}/$export", response_class=StreamingResponse)
+@router.get("/Group/{ward_id}/$export", response_class=StreamingResponse, responses=_SEARCH)
 async def export_ward(
     request: Request,
     ward_id: str,
@@ -207,7 +211,7 @@ async def export_ward(
     return StreamingResponse(lines, media_type=fhir_export.NDJSON)
 
 
-@router.get("/Device")
+@router.get("/Device", responses=_SEARCH)
 async def search_devices(
     request: Request, uow: UowDep, sources: SourcesDep, principal: DeviceReader
 ) -> FhirJson:
@@ -236,7 +240,7 @@ async def read_device(
     )
 
 
-@router.get("/DeviceMetric")
+@router.get("/DeviceMetric", responses=_SEARCH)
 async def search_metrics(
     request: Request, uow: UowDep, sources: SourcesDep, principal: DeviceReader
 ) -> FhirJson:
@@ -265,7 +269,7 @@ async def read_metric(
     )
 
 
-@router.get("/Observation")
+@router.get("/Observation", responses=_SEARCH)
 async def search_observations(
     request: Request, uow: UowDep, sources: SourcesDep, principal: ReadingsReader
 ) -> FhirJson:
@@ -283,7 +287,7 @@ async def search_observations(
 
 
 # Before Observation/{id}, which would take "$lastn" for an id.
-@router.get("/Observation/$lastn")
+@router.get("/Observation/$lastn", responses=_SEARCH)
 async def last_observations(
     request: Request, uow: UowDep, sources: SourcesDep, principal: ReadingsReader
 ) -> FhirJson:

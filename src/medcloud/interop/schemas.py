@@ -7,9 +7,11 @@ import ipaddress
 import zoneinfo
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=180, strip_whitespace=True)]
+from medcloud.platform.types import TRIM, Name, line, trimmed
+
+Text = Annotated[str, trimmed(1, 180), TRIM]
 
 
 class InterfaceCreate(BaseModel):
@@ -17,18 +19,20 @@ class InterfaceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    name: Name
     sending_application: Text | None = None
     """MSH-3 its messages carry (its namespace id); None: any."""
     sending_facility: Text | None = None
     """MSH-4 its messages carry; None: any."""
-    allowed_addresses: list[str] = Field(default_factory=list, max_length=64)
+    allowed_addresses: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=64
+    )
     """Addresses or networks (CIDR) it may connect from; empty: any."""
-    identifier_system: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    identifier_system: Annotated[str, line(1, 200)]
     """The system its patient identifiers (PID-3) belong to, e.g. the hospital's MRN URI."""
-    register_patients: bool = False
+    register_patients: StrictBool = False
     """Register a patient medcloud does not know when an observation names them."""
-    time_zone: str = "UTC"
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     """The zone of its timestamps that carry no offset (an IANA name)."""
 
     @field_validator("allowed_addresses")

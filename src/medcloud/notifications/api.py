@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import AwareDatetime
 
 from medcloud.notifications import inbox, rosters
 from medcloud.notifications.notifier import Notifier
@@ -35,6 +34,7 @@ from medcloud.platform.http import Authorize, RuntimeDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.security import UserPrincipal
+from medcloud.platform.types import Timestamp
 
 router = APIRouter(tags=["notifications"])
 
@@ -152,8 +152,8 @@ async def list_shifts(
     uow: UowDep,
     principal: Annotated[UserPrincipal, Authorize(Action.ROSTER_READ)],
     ward_id: Annotated[str | None, Query(max_length=36)] = None,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
 ) -> ShiftPage:
     """The on-call roster: shifts overlapping [start, end) (default: the next 24 hours)."""
     return await rosters.list_shifts(

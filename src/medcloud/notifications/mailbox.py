@@ -11,6 +11,7 @@ import asyncio
 import email.parser
 import email.policy
 import mailbox
+import os
 import ssl
 import time
 import weakref
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from medcloud.platform.datadir import PRIVATE_FILE
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,12 @@ class LocalMailbox:
             received_at=time.time(),
             raw=raw,
         )
-        if self._maildir is not None:
-            self._maildir.add(raw)
+        if self._maildir is not None and self.directory is not None:
+            key = self._maildir.add(raw)
+            # The mailbox module makes messages 0666 less the umask; they hold alarm details and
+            # acknowledge links, kept private like the rest of the data directory. Messages
+            # without Maildir info are delivered to new/ under their key.
+            os.chmod(self.directory / "new" / key, PRIVATE_FILE)
         async with self._arrived:
             self.messages.append(received)
             self._arrived.notify_all()

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medcloud.platform.db import Base, UTCDateTime
+from medcloud.platform.sealing import Sealed
 
 ESCALATING = "escalating"
 """An alarm whose steps are still being worked through (or wait for their repeat)."""
@@ -95,7 +96,8 @@ class Webhook(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     organisation_id: Mapped[str] = mapped_column(String(36), index=True)
     url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(Sealed())
+    """Sealed at rest: every delivery signs with it, so it is kept, not hashed."""
     description: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

@@ -4,9 +4,11 @@ policies, the organisation's fallback contact and its webhook endpoints. Every c
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import secrets
+import socket
 import uuid
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -336,28 +338,87 @@ async def list_webhooks(*, uow: UnitOfWork, principal: UserPrincipal) -> Webhook
     return WebhookPage(items=[WebhookRead.model_validate(row) for row in rows])
 
 
-def _webhook_target_error(url: str, *, allow_loopback: bool) -> str | None:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+
+
+async def _webhook_target_error(
+    url: str, *, allow_loopback: bool, allow_private: bool
+) -> str | None:
     """Why a webhook may not point at `url`, or None: a tenant must not make medcloud call the
-    cloud's metadata service or its own host's ports."""
-    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    cloud's metadata service, its own host's ports or (unless allowed) the hospital's private
+    network, and alarm details leave only over TLS."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").strip("[]").lower().rstrip(".")
+    addresses: list[IPAddress]
     try:
-        address = ipaddress.ip_address(host)
+        addresses = [ipaddress.ip_address(host)]
     except ValueError:
-        loopback = host == "localhost" or host.endswith(".localhost")
-        return "not this machine" if loopback and not allow_loopback else None
+        if host == "localhost" or host.endswith(_INTERNAL_SUFFIXES) or "." not in host:
+            # Names only a local resolver answers: this machine, the cluster, the metadata
+            # service (metadata.google.internal), a bare host name.
+            loopback = host == "localhost" or host.endswith(".localhost")
+            if not (loopback and allow_loopback):
+                return "not a name of this machine or its local network"
+            addresses = [ipaddress.ip_address("127.0.0.1")]
+        else:
+            addresses = await _resolve(host)
+    for address in addresses:
+        refused = _address_error(
+            address, allow_loopback=allow_loopback, allow_private=allow_private
+        )
+        if refused is not None:
+            return refused
+    if parts.scheme != "https" and not (
+        allow_loopback and addresses and all(_unmapped(a).is_loopback for a in addresses)
+    ):
+        return "https only: alarm details do not cross a network in clear"
+    return None
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    # ::ffff:127.0.0.1 is 127.0.0.1 to the network stack, whatever ipaddress says of it.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _address_error(address: IPAddress, *, allow_loopback: bool, allow_private: bool) -> str | None:
+    address = _unmapped(address)
     if address.is_link_local or address.is_multicast or address.is_unspecified:
         return "not a link-local, multicast or unspecified address"
-    if address.is_loopback and not allow_loopback:
-        return "not this machine"
+    if address.is_loopback:
+        return None if allow_loopback else "not this machine"
+    if not address.is_global and not allow_private:
+        return "not a private or reserved address"
     return None
+
+
+async def _resolve(host: str) -> list[IPAddress]:
+    """The addresses `host` resolves to now; none when it does not resolve (a name the
+    deployment's resolver does not know yet is not refused for that: where it points when
+    an alarm is sent is what the sender trusts its network's DNS with)."""
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+            RESOLVE_TIMEOUT_SECONDS,
+        )
+    except (OSError, TimeoutError):
+        return []
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+RESOLVE_TIMEOUT_SECONDS = 2.0
 
 
 async def add_webhook(
     *, uow: UnitOfWork, settings: Settings, principal: UserPrincipal, body: WebhookIn
 ) -> WebhookCreated:
     """Register an endpoint; its signing secret is generated here and shown this once."""
-    refused = _webhook_target_error(
-        str(body.url), allow_loopback=settings.notifications.webhook_allow_loopback
+    refused = await _webhook_target_error(
+        str(body.url),
+        allow_loopback=settings.notifications.webhook_allow_loopback,
+        allow_private=settings.notifications.webhook_allow_private,
     )
     if refused is not None:
         raise Invalid("the webhook cannot point there", errors=[FieldError("url", refused)])

@@ -14,10 +14,11 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    StrictInt,
     field_validator,
     model_validator,
 )
+
+from medcloud.platform.types import INTEGER, Id, LocalDateTime
 
 Priority = Literal["high", "medium", "low"]
 Channel = Literal["sms", "email"]
@@ -40,8 +41,12 @@ def _clock_time(value: str) -> str:
 
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_zone)]
 ClockTime = Annotated[str, Field(max_length=5), AfterValidator(_clock_time)]
-Phone = Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$", examples=["+441632960123"])]
+Phone = Annotated[
+    str, Field(max_length=16, pattern=r"^\+[1-9]\d{6,14}$", examples=["+441632960123"])
+]
 """E.164."""
+Email = Annotated[EmailStr, Field(max_length=254)]
+Locale = Annotated[str, Field(max_length=5, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
 
 
 class _In(BaseModel):
@@ -51,9 +56,9 @@ class _In(BaseModel):
 class RecipientIn(_In):
     """How to reach a user and when not to disturb them."""
 
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: Phone | None = None
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    locale: Locale = "en"
     time_zone: TimeZone = "UTC"
     channels: dict[Priority, Annotated[list[Channel], Field(max_length=2)]] = Field(
         default_factory=dict,
@@ -85,12 +90,12 @@ class ShiftIn(_In):
     """An on-call shift. Times with a zone are taken as they are; times without one are read on
     the wall clock of `time_zone` (daylight saving included)."""
 
-    user_id: Annotated[str, Field(min_length=1, max_length=36)]
-    ward_id: Annotated[str | None, Field(max_length=36)] = None
+    user_id: Id
+    ward_id: Id | None = None
     """None: the duty covers every ward (e.g. the physician on call)."""
     duty: Duty
-    starts_at: dt.datetime
-    ends_at: dt.datetime
+    starts_at: LocalDateTime
+    ends_at: LocalDateTime
     time_zone: TimeZone = "UTC"
 
 
@@ -117,7 +122,7 @@ class ShiftPage(BaseModel):
 class StepIn(_In):
     """One escalation step."""
 
-    after_seconds: Annotated[StrictInt, Field(ge=0, le=86_400)]
+    after_seconds: Annotated[int, Field(ge=0, le=86_400), INTEGER]
     """Seconds after the alarm was raised."""
     notify: Duty
     """A duty of the on-call roster (primary, charge, physician …) or `care_team`."""
@@ -126,10 +131,10 @@ class StepIn(_In):
 class PolicyIn(_In):
     """Escalation steps for one priority, in the organisation or one ward."""
 
-    ward_id: Annotated[str | None, Field(max_length=36)] = None
+    ward_id: Id | None = None
     priority: Priority
     steps: Annotated[list[StepIn], Field(min_length=1, max_length=10)]
-    repeat_after_seconds: Annotated[StrictInt | None, Field(ge=30, le=86_400)] = None
+    repeat_after_seconds: Annotated[int, Field(ge=30, le=86_400), INTEGER] | None = None
     """Start the steps again this long after the last one (None: once through)."""
 
     @field_validator("steps")
@@ -163,9 +168,9 @@ class PolicyPage(BaseModel):
 class OrganisationIn(_In):
     """The organisation's fallback contact: told when nobody is on call or a channel is down."""
 
-    fallback_email: EmailStr | None = None
+    fallback_email: Email | None = None
     fallback_phone: Phone | None = None
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    locale: Locale = "en"
 
 
 class OrganisationRead(OrganisationIn):

@@ -71,11 +71,24 @@ class MemoryCache:
         self._items.clear()
 
 
+REDIS_CONNECTIONS = 100
+"""Connections a process keeps to Redis at most; more concurrent commands wait for one."""
+REDIS_WAIT_SECONDS = 5.0
+"""How long a command waits for a free connection before it fails."""
+
+
 class RedisCache:
     """A cache shared by every process through Redis."""
 
     def __init__(self, url: str, *, prefix: str = "medcloud:") -> None:
-        self._redis = redis.Redis.from_url(url)
+        # redis-py's plain pool refuses the 101st concurrent command outright; a burst of
+        # requests then failed on the cache. Waiting briefly for a connection is what a pool is
+        # for.
+        self._redis = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
+            )
+        )
         self._prefix = prefix
 
     async def get(self, key: str) -> bytes | None:

@@ -49,7 +49,12 @@ class Context:
     a server or worker starts. One with `run(stop)` is run by the process's lifecycle, which
     owns it: stopped with the process, after the loops that may still hand it work."""
     background: Sequence[Hook] = field(default_factory=tuple)
-    """Long-running loops started with the workers and cancelled at shutdown."""
+    """Long-running loops every worker process runs, started with the workers and stopped at
+    shutdown: listeners, and loops that claim their work row by row."""
+    singletons: Sequence[Hook] = field(default_factory=tuple)
+    """Long-running loops of which one process at a time runs each, across every replica,
+    while it holds the loop's lease (`platform/lease.py`): scans that would otherwise do the
+    same work once per worker, or race."""
     large_bodies: Callable[[Settings], Sequence[tuple[str, int]]] = no_large_bodies
     """(path pattern, limit in bytes) of the routes whose bodies may exceed the edge's limit."""
     error_formats: Mapping[str, ErrorBody] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,12 @@ class TooLarge(DomainError):
     """The request body exceeds the limit."""
 
     status, slug, title = 413, "too-large", "Request body too large"
+
+
+class UnsupportedMediaType(DomainError):
+    """A content type or encoding this route does not read."""
+
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
 class Unavailable(DomainError):
@@ -208,13 +215,51 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     slugs = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 413: "too-large"}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the one route it tried; a path served by several
+        # routes (GET and POST /users) must list them all (RFC 9110, 15.5.6).
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return problem_response(
         status=exc.status_code,
         slug=slugs.get(exc.status_code, "http-error"),
         title=str(exc.detail) if exc.status_code != 404 else "Not found",
         detail=str(exc.detail),
         request=request,
-        headers=dict(exc.headers or {}),
+        headers=headers,
+    )
+
+
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Return every method some route of the app serves at the request's path."""
+    allowed = []
+    for method in _PROBED_METHODS:
+        # A scope of its own per probe: matching writes routing state into the scope.
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": request.scope.get("headers", []),
+            "query_string": request.scope.get("query_string", b""),
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _come_back_later(request: Request, exc: Exception, event: str, detail: str) -> Response:
+    log.warning(event, error=type(exc).__name__)
+    return problem_response(
+        status=503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail=detail,
+        request=request,
+        headers={"Retry-After": "1"},
     )
 
 
@@ -222,14 +267,43 @@ async def _on_database_busy(request: Request, exc: Exception) -> Response:
     # The database is unreachable or saturated (pool exhausted, SQLite's writer lock held past
     # its busy timeout): nothing was written, so the client is told to come back, as the
     # writer's own backpressure does, rather than that the server failed.
-    log.warning("request.database_unavailable", error=type(exc).__name__)
-    return problem_response(
-        status=503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database is busy or unreachable; nothing was stored, try again",
-        request=request,
-        headers={"Retry-After": "1"},
+    return _come_back_later(
+        request,
+        exc,
+        "request.database_unavailable",
+        "the database is busy or unreachable; nothing was stored, try again",
+    )
+
+
+# SQLSTATEs of a database that is not there for the moment: connection exceptions (class 08),
+# and a server shutting down, crashed or still starting up (57P01, 57P02, 57P03).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _database_unreachable(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    cause = getattr(exc.orig, "__cause__", None)
+    state = getattr(exc.orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNREACHABLE_STATES)
+
+
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    # A connection lost or refused mid-request (the server restarted, failed over) wrote
+    # nothing: the transaction is rolled back with it.
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and _database_unreachable(exc):
+        return await _on_database_busy(request, exc)
+    return await _on_unexpected(request, exc)
+
+
+async def _on_connection_refused(request: Request, exc: Exception) -> Response:
+    # A service medcloud needs (its database, broker or cache) refused or dropped the
+    # connection before anything was done.
+    return _come_back_later(
+        request,
+        exc,
+        "request.dependency_unavailable",
+        "a service medcloud depends on is unreachable; nothing was stored, try again",
     )
 
 
@@ -256,5 +330,9 @@ def install_error_handlers(app: FastAPI, formats: Mapping[str, ErrorBody] | None
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, _on_database_busy)
+    app.add_exception_handler(sqlalchemy.exc.InterfaceError, _on_database_busy)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _on_database_busy)
+    app.add_exception_handler(sqlalchemy.exc.DBAPIError, _on_database_error)
+    app.add_exception_handler(ConnectionRefusedError, _on_connection_refused)
+    app.add_exception_handler(ConnectionResetError, _on_connection_refused)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -10,6 +10,7 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Scope
 
 from medcloud.config import Settings
 from medcloud.platform.clock import Clock
@@ -81,7 +82,7 @@ async def current_principal(
     """Authenticate the bearer token as a device or a user."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a bearer token is required")
-    principal = await _authenticate(runtime, credentials.credentials)
+    principal = await _authenticated(request, runtime, credentials.credentials)
     request.state.principal = principal
     return principal
 
@@ -89,13 +90,51 @@ async def current_principal(
 async def bearer_principal(request: Request, runtime: Runtime) -> Principal:
     """`current_principal` for a route that reads its request itself (the readings hot path,
     where FastAPI's dependency resolution was a quarter of the server's time)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = _bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise Unauthorized("a bearer token is required")
-    principal = await _authenticate(runtime, token)
+    principal = await _authenticated(request, runtime, token)
     request.state.principal = principal
     return principal
+
+
+_EDGE_ANSWER = "edge_authentication"
+"""Where `edge_principal` leaves (token, principal or error) in the request's state."""
+
+
+async def edge_principal(runtime: Runtime, scope: Scope) -> Principal | None:
+    """Authenticate a request's bearer token before routing, for the rate limiter to know whose
+    request it is; None without one, or when it fails. The route's own authentication takes
+    this answer, or raises its error, rather than asking again."""
+    authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    token = _bearer_token(authorization.decode("latin-1"))
+    if token is None:
+        return None
+    state = scope.setdefault("state", {})
+    try:
+        principal = await _authenticate(runtime, token)
+    except Exception as error:  # noqa: BLE001  (a route that needs a principal raises it)
+        state[_EDGE_ANSWER] = (token, error)
+        return None
+    state[_EDGE_ANSWER] = (token, principal)
+    return principal
+
+
+async def _authenticated(request: Request, runtime: Runtime, token: str) -> Principal:
+    answer: tuple[str, Principal | Exception] | None = request.scope.get("state", {}).get(
+        _EDGE_ANSWER
+    )
+    if answer is None or answer[0] != token:
+        return await _authenticate(runtime, token)
+    if isinstance(answer[1], Exception):
+        raise answer[1]
+    return answer[1]
+
+
+def _bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 async def _authenticate(runtime: Runtime, token: str) -> Principal:

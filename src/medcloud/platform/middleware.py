@@ -23,12 +23,19 @@ from medcloud.platform.metrics import Metrics
 
 log = structlog.get_logger("medcloud.http")
 
-# Responses carry patient data: never cached by intermediaries or browsers, never sniffed.
+# Responses carry patient data: never cached by intermediaries or browsers, never sniffed,
+# never framed by another site.
 SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
+)
+# An answer that is not a page of ours (JSON, NDJSON, a file) has nothing to load or run if a
+# browser is tricked into rendering it. Pages set their own policy, which this one leaves be.
+API_CONTENT_POLICY = (
+    b"content-security-policy",
+    b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 )
 
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -56,11 +63,20 @@ class EdgeMiddleware:
         version: str,
         max_body_bytes: int,
         large_bodies: Sequence[tuple[str, int]] = (),
+        hsts_seconds: int = 0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.version = version.encode()
         self.max_body = max_body_bytes
+        # Only over TLS (uvicorn takes the scheme from a trusted proxy's X-Forwarded-Proto):
+        # sent over plain HTTP the header is ignored by browsers, and a wrong one locks a
+        # site out of HTTP for the max-age.
+        self.hsts = (
+            (b"strict-transport-security", f"max-age={hsts_seconds}; includeSubDomains".encode())
+            if hsts_seconds > 0
+            else None
+        )
         # (path pattern, limit) for the few routes that take more, e.g. firmware images.
         self.large_bodies = [(re.compile(pattern), limit) for pattern, limit in large_bodies]
 
@@ -76,6 +92,8 @@ class EdgeMiddleware:
             (b"x-service-version", self.version),
             *SECURITY_HEADERS,
         ]
+        if self.hsts is not None and scope.get("scheme") == "https":
+            extra_headers.append(self.hsts)
         status = 500
         started = False
 
@@ -84,7 +102,10 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra_headers]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == API_CONTENT_POLICY[0] for name, _ in headers):
+                    headers.append(API_CONTENT_POLICY)
+                message["headers"] = [*headers, *extra_headers]
             await send(message)
 
         limit = next(

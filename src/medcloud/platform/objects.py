@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from medcloud.platform.datadir import make_private_directory, open_private_file
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
@@ -140,7 +142,8 @@ async def _collect(chunks: AsyncIterator[bytes], max_bytes: int | None) -> bytes
 
 class DirectoryObjectStore:
     """Objects as files under one directory, written to a hidden temporary name, flushed to
-    disk and renamed when whole, so a partial file is never read or listed."""
+    disk and renamed when whole, so a partial file is never read or listed. Objects are patient
+    data and firmware: the directories made are 0700 and the files 0600, whatever the umask."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -154,11 +157,11 @@ class DirectoryObjectStore:
         """Stream into a file, hashing as it goes, and keep it only if it fits."""
         key = uuid.uuid4().hex if key is None else key
         final = self._path(key)
-        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(make_private_directory, final.parent)
         partial = final.with_name(f".{uuid.uuid4().hex}.partial")
         digest = hashlib.sha256()
         size = 0
-        handle: IO[bytes] = await asyncio.to_thread(partial.open, "wb")
+        handle: IO[bytes] = await asyncio.to_thread(_create_private, partial)
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -235,10 +238,14 @@ def _flush(handle: IO[bytes]) -> None:
     os.fsync(handle.fileno())
 
 
+def _create_private(path: Path) -> IO[bytes]:
+    return os.fdopen(open_private_file(path, os.O_WRONLY | os.O_EXCL), "wb")
+
+
 def _rename(source: Path, target: Path, key: str) -> None:
     if not source.is_file():
         raise ObjectNotFound(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_directory(target.parent)
     try:
         source.replace(target)
     except FileNotFoundError as exc:  # moved by someone else in between

@@ -25,6 +25,7 @@ from medcloud.platform.directory import (
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.objects import ObjectStore
 from medcloud.platform.outbox import OutboxRelay
+from medcloud.platform.ratelimit import RateLimiter
 from medcloud.platform.security import TokenService, fetch_jwks
 from medcloud.platform.uow import UnitOfWork
 
@@ -85,6 +86,8 @@ class Runtime:
     equipment: EquipmentRegistry
     patient_registry: PatientRegistry
     objects: ObjectStore
+    rate_limiter: RateLimiter | None = None
+    """Requests per caller at the HTTP edge; None when limits are off."""
     services: Services = field(default_factory=lambda: Services())
     """What contexts provide for the process (the ingest intake, the notifier), by type."""
 

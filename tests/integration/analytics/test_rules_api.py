@@ -65,8 +65,11 @@ async def test_an_invalid_rule_is_refused_naming_the_field(api: Api, cast: Cast)
         ({"colour": "red"}, "colour"),
     ):
         assert_problem(await create(api, carol, **changes), 422, field)
-    # A heart-rate delay may be 10 s at most; 10 s is fine.
-    assert (await create(api, carol, delay_seconds=10)).status_code == 201
+    # A heart-rate delay may be 10 s at most; 10 s is fine. A rule for the whole organisation
+    # changes every patient's alarms, which only an admin may do.
+    assert_problem(await create(api, carol, delay_seconds=10), 403)
+    alice = cast.tokens["alice_admin"]
+    assert (await create(api, alice, delay_seconds=10)).status_code == 201
 
     listed = await api.http.get(RULES, headers=bearer(carol))
     assert [(r["key"], r["delay_seconds"]) for r in listed.json()["items"]] == [("heart_rate", 10)]
@@ -95,8 +98,13 @@ async def test_a_rule_starts_at_version_1_and_each_save_adds_one(api: Api, cast:
     )
     assert rule["id"]
 
-    changed = await api.http.put(
+    # Carol sees the organisation's rule but may not change it; alice may.
+    refused = await api.http.put(
         f"{RULES}/{rule['id']}", json=heart_rate_rule(high=135), headers=bearer(carol)
+    )
+    assert_problem(refused, 403)
+    changed = await api.http.put(
+        f"{RULES}/{rule['id']}", json=heart_rate_rule(high=135), headers=bearer(alice)
     )
     assert changed.status_code == 200, changed.text
     assert (changed.json()["id"], changed.json()["version"], changed.json()["high"]) == (

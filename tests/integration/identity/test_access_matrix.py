@@ -10,52 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from medcloud.ingest import repository
 from medcloud.ingest.models import Reading
 from medcloud.interop.fhir_ids import device_metric_id, observation_id
 from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
+from tests.security.routes import DEVICE_ROUTES, PUBLIC, STREAMS, actions_of, walk
 from tests.support.cast import Cast
 from tests.support.client import Api, eventually, now, reading
 
-PUBLIC = {
-    ("GET", "/health"),
-    ("GET", "/ready"),
-    ("GET", "/metrics"),
-    ("GET", "/.well-known/jwks.json"),
-    ("POST", "/api/v1/auth/token"),
-    ("POST", "/api/v1/auth/refresh"),
-    ("POST", "/api/v1/auth/logout"),
-    ("POST", "/api/v1/auth/mfa/enrol"),
-    ("POST", "/api/v1/auth/invitations/accept"),
-    # Signed by what they carry: an acknowledge link's token, the SMS provider's signature.
-    ("GET", "/api/v1/notifications/acknowledge"),
-    ("POST", "/api/v1/notifications/acknowledge"),
-    ("POST", "/api/v1/notifications/sms/status"),
-    # FHIR servers describe themselves to anyone (R4 http.html#capabilities).
-    ("GET", "/fhir/r4/metadata"),
-}
-# Streams never end by themselves: their refusals are checked here, what they stream in
-# tests/integration/notifications/test_stream.py.
-STREAMS = {("GET", "/api/v1/alerts/stream")}
 # Routes whose sample body names an object of St Mary's (a user to put on call).
-NAMES_OURS = {("POST", "/api/v1/on-call")}
-DEVICE_ROUTES = {
-    ("POST", "/api/v1/devices/{device_id}/data"),
-    ("POST", "/api/v1/devices/{device_id}/heartbeat"),
-    ("GET", "/api/v1/devices/{device_id}/firmware/update"),
-    ("GET", "/api/v1/devices/{device_id}/firmware/images/{image_id}"),
-    ("POST", "/api/v1/devices/{device_id}/firmware/progress"),
-}
+NAMES_OURS = {("POST", "/api/v1/on-call"), ("POST", "/api/v1/alarm-rules")}
 # Searches that need a parameter naming their object, filled like a path's.
 QUERIES = {
     ("GET", "/fhir/r4/Observation"): "?patient=Patient/{patient_id}",
@@ -83,6 +56,7 @@ CLINICAL = {
 BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
     ("POST", "/api/v1/users"): lambda _c: {"email": f"{unique()}@stmary.example", "role": "nurse"},
     ("PATCH", "/api/v1/users/{user_id}"): lambda _c: {"role": "clinician"},
+    ("POST", "/api/v1/users/{user_id}/unlock"): lambda _c: None,
     ("POST", "/api/v1/wards"): lambda _c: {"name": f"Ward {unique()}"},
     ("POST", "/api/v1/patients"): lambda _c: {
         "identifier_system": "urn:test",
@@ -138,8 +112,11 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
     },
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): lambda _c: None,
     ("POST", "/api/v1/alerts/{alert_id}/silence"): lambda _c: {"seconds": 60},
-    ("POST", "/api/v1/alarm-rules"): lambda _c: {
+    # For a patient of the caller's ward: organisation-wide rules are the admins' alone.
+    ("POST", "/api/v1/alarm-rules"): lambda c: {
         "key": f"m{unique()}",
+        "scope": "patient",
+        "scope_id": c.patients["peter"]["id"],
         "kind": "threshold",
         "measurement": "spo2",
         "priority": "medium",
@@ -317,21 +294,12 @@ class Endpoint:
         return "{" in self.path + QUERIES.get((self.method, self.path), "")
 
 
-def routes(app: FastAPI) -> Iterator[APIRoute]:
-    def walk(items: list[Any]) -> Iterator[APIRoute]:
-        for item in items:
-            if isinstance(item, APIRoute):
-                yield item
-            elif hasattr(item, "original_router"):
-                yield from walk(item.original_router.routes)
-
-    yield from walk(list(app.routes))
-
-
 def endpoints(app: FastAPI) -> list[Endpoint]:
     found = []
-    for route in routes(app):
-        actions = set(_actions(route.dependant))
+    for route in walk(app):
+        if not route.include_in_schema:
+            continue  # the document and its pages (operators only in production: test_edge)
+        actions = set(actions_of(route.dependant))
         for method in route.methods or ():
             if method == "HEAD":
                 continue
@@ -343,14 +311,6 @@ def endpoints(app: FastAPI) -> list[Endpoint]:
             assert len(actions) == 1, f"{method} {route.path} declares no single policy action"
             found.append(Endpoint(method, route.path, actions.pop()))
     return found
-
-
-def _actions(dependant: Any) -> Iterator[Action]:
-    for dependency in dependant.dependencies:
-        action = getattr(dependency.call, "medcloud_action", None)
-        if action is not None:
-            yield action
-        yield from _actions(dependency)
 
 
 async def call(api: Api, cast: Cast, endpoint: Endpoint, who: str | None) -> httpx.Response:

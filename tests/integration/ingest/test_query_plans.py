@@ -81,7 +81,7 @@ def faults(plan: dict[str, Any], empty: set[str]) -> list[str]:
         for node in walk(plan)
         if node["Node Type"] == "Aggregate"
         for child in node.get("Plans", [])
-        if child["Node Type"] == "Sort" and raw_readings_only(child)
+        if child["Node Type"] in ("Sort", "Incremental Sort") and raw_readings_only(child)
     }
     for node in walk(plan):
         kind = node["Node Type"]

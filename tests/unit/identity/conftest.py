@@ -49,7 +49,11 @@ def uow(clock: FrozenClock, repo: InMemoryRepository) -> FakeUnitOfWork:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(identity=IdentitySettings(lockout_threshold=3, address_failures_per_window=10))
+    return Settings(
+        identity=IdentitySettings(
+            failures_before_wait=3, account_failures_before_wait=6, address_failures_per_window=10
+        )
+    )
 
 
 @pytest.fixture

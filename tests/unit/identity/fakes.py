@@ -105,15 +105,24 @@ class InMemoryRepository:
         return min(self.all(Organisation), key=lambda o: o.created_at, default=None)
 
     async def reserve_login_attempt(
-        self, _session: object, email: str, now: dt.datetime
+        self,
+        _session: object,
+        email: str,
+        now: dt.datetime,
+        *,
+        waits: bool,
+        forget_before: dt.datetime,
     ) -> tuple[str, int] | None:
         self.reservations += 1
         user = await self.get_user_by_email(_session, email)
-        if user is None or (user.locked_until is not None and user.locked_until >= now):
+        if user is None or (waits and user.locked_until is not None and user.locked_until > now):
             return None
-        expired = user.locked_until is not None and user.locked_until < now
-        user.failed_logins = 1 if expired else user.failed_logins + 1
-        user.locked_until = None
+        if user.locked_until is not None and user.locked_until < forget_before:
+            user.failed_logins, user.locked_until = 1, None
+        else:
+            user.failed_logins += 1
+        if waits:
+            user.locked_until = now
         return user.id, user.failed_logins
 
     async def lock_user(self, _session: object, user_id: str, until: dt.datetime) -> None:

@@ -18,7 +18,7 @@ from medcloud.identity.models import Organisation, RefreshToken, UserAccount
 from medcloud.platform.audit import Outcome
 from medcloud.platform.cache import MemoryCache
 from medcloud.platform.clock import FrozenClock
-from medcloud.platform.errors import TooManyRequests, Unauthorized
+from medcloud.platform.errors import DomainError, TooManyRequests, Unauthorized
 from medcloud.platform.security import hash_password
 from tests.unit.identity.fakes import NOW, FakeUnitOfWork, InMemoryRepository, token_service
 
@@ -60,6 +60,7 @@ async def sign_in(
     password: str = PASSWORD,
     email: str = EMAIL,
     totp: str | None = None,
+    source: str = "10.0.0.7",
 ) -> Any:
     return await sessions.sign_in(
         uow=uow.port,
@@ -69,8 +70,13 @@ async def sign_in(
         email=email,
         password=password,
         totp=totp,
-        source="10.0.0.7",
+        source=source,
     )
+
+
+def answer_of(error: DomainError) -> tuple[object, ...]:
+    """Everything of a refusal that reaches the caller."""
+    return type(error), error.status, error.detail, error.errors, error.headers
 
 
 async def test_the_right_password_opens_a_session_and_clears_the_failures(
@@ -100,26 +106,25 @@ async def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(
     failures = uow.audited(Outcome.FAILURE)
     assert len(failures) == 2
     assert all(EMAIL not in repr(e) and "nobody" not in repr(e) for e in failures)
-    assert await cache.get("login-failures:10.0.0.7") == b"2"
+    assert [e.detail["reason"] for e in failures] == ["password", "unknown_email"]
 
 
-async def test_the_account_locks_after_the_threshold_even_against_the_right_password(
+async def test_past_the_ceiling_even_the_right_password_is_refused_from_a_new_address(
     repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings, clock: FrozenClock
 ) -> None:
     user = await enrol(repo)
     cache = MemoryCache()
-    for _ in range(settings.identity.lockout_threshold):
+    ceiling = settings.identity.account_failures_before_wait
+    for n in range(ceiling):
         with pytest.raises(Unauthorized):
-            await sign_in(uow, settings, cache, password="wrong")
-    assert user.locked_until is None
-    with pytest.raises(Unauthorized):
-        await sign_in(uow, settings, cache)  # one attempt too many, right password or not
-    assert user.locked_until == NOW + dt.timedelta(minutes=settings.identity.lockout_minutes)
-    with pytest.raises(Unauthorized):
-        await sign_in(uow, settings, cache)
+            await sign_in(uow, settings, cache, password="wrong", source=f"198.51.100.{n}")
+    assert user.locked_until == NOW + dt.timedelta(seconds=settings.identity.first_wait_seconds)
+    with pytest.raises(Unauthorized, match=sessions.WRONG_CREDENTIALS):
+        await sign_in(uow, settings, cache, source="203.0.113.9")  # right password, must wait
+    assert user.failed_logins == ceiling  # a refusal without a check is not a guess
 
-    clock.advance(minutes=settings.identity.lockout_minutes + 1)
-    assert (await sign_in(uow, settings, cache)).access_token
+    clock.advance(seconds=settings.identity.first_wait_seconds)
+    assert (await sign_in(uow, settings, cache, source="203.0.113.9")).access_token
 
 
 async def test_an_address_past_its_failures_is_refused_without_looking_at_the_account(
@@ -127,11 +132,13 @@ async def test_an_address_past_its_failures_is_refused_without_looking_at_the_ac
 ) -> None:
     await enrol(repo)
     cache = MemoryCache()
-    limit = settings.identity.address_failures_per_window
-    await cache.set("login-failures:10.0.0.7", str(limit).encode(), ttl_seconds=60)
+    for n in range(settings.identity.address_failures_per_window):
+        with pytest.raises(Unauthorized):
+            await sign_in(uow, settings, cache, email=f"nobody{n}@stmary.example")
+    reservations = repo.reservations
     with pytest.raises(TooManyRequests):
         await sign_in(uow, settings, cache)
-    assert repo.reservations == 0
+    assert repo.reservations == reservations
 
 
 async def test_an_enrolled_second_factor_is_required_and_its_first_use_confirms_it(
@@ -140,10 +147,22 @@ async def test_an_enrolled_second_factor_is_required_and_its_first_use_confirms_
     secret = pyotp.random_base32()
     user = await enrol(repo, totp_secret=secret)
     cache = MemoryCache()
-    for code in (None, "000000"):
+    answers = []
+    # Without a code, with a wrong one, and (the same answer) with a wrong password.
+    for code, password, source in (
+        (None, PASSWORD, "10.0.0.7"),
+        ("000000", PASSWORD, "10.0.0.7"),
+        ("000000", "wrong", "10.0.0.8"),
+    ):
         with pytest.raises(Unauthorized) as refused:
-            await sign_in(uow, settings, cache, totp=code)
-        assert [e.field for e in refused.value.errors] == ["totp"]
+            await sign_in(uow, settings, cache, totp=code, password=password, source=source)
+        answers.append(answer_of(refused.value))
+    assert answers == [answer_of(Unauthorized(sessions.WRONG_CREDENTIALS))] * 3
+    assert [e.detail["reason"] for e in uow.audited(Outcome.FAILURE)] == [
+        "one_time_code_missing",
+        "one_time_code_wrong",
+        "password",
+    ]
     assert not user.mfa_enabled
     code = pyotp.TOTP(secret).at(NOW)
     assert (await sign_in(uow, settings, cache, totp=code)).access_token
@@ -154,8 +173,12 @@ async def test_an_admin_of_an_organisation_that_requires_mfa_must_enrol_first(
     repo: InMemoryRepository, uow: FakeUnitOfWork, settings: Settings
 ) -> None:
     await enrol(repo, role="admin", admin_mfa=True)
-    with pytest.raises(Unauthorized, match="enrol"):
+    with pytest.raises(Unauthorized) as refused:
         await sign_in(uow, settings, MemoryCache())
+    # The right password, but answered as a wrong one: the code is what proves it.
+    assert answer_of(refused.value) == answer_of(Unauthorized(sessions.WRONG_CREDENTIALS))
+    (failure,) = uow.audited(Outcome.FAILURE)
+    assert failure.detail["reason"] == "second_factor_not_enrolled"
 
 
 async def test_a_disabled_account_gets_the_same_answer_as_a_wrong_password(

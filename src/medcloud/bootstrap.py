@@ -80,9 +80,13 @@ def bootstrap(
     )
     # Before any key file, object or database file is made in it, so each is born private.
     prepare_data_directory(settings.var_dir, sqlite_file=_sqlite_file(settings))
-    database = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    database = create_database(
+        settings.resolved_database_url,
+        read_url=settings.database_read_url,
+        pool_size=settings.db_pool_size,
+    )
     bind(database, load_sealer(settings))
-    write_sessions, read_sessions = sessionmakers(database)
+    write_sessions, read_sessions, replica_sessions = sessionmakers(database)
     bus = bus or create_bus(settings)
     metrics = Metrics()
     if settings.jwt_jwks_url:
@@ -129,6 +133,7 @@ def bootstrap(
         database=database,
         write_sessions=write_sessions,
         read_sessions=read_sessions,
+        replica_sessions=replica_sessions,
         bus=bus,
         cache=cache,
         clock=clock,

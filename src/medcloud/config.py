@@ -353,6 +353,9 @@ class Settings(BaseSettings):
     """Directory for the embedded database, generated keys and object storage."""
     database_url: str = ""
     """SQLAlchemy async URL; empty means a SQLite file in `var_dir`."""
+    database_read_url: str = Field(default="", pattern=r"^(|postgresql\+asyncpg://.+)$")
+    """A PostgreSQL read replica of `database_url` for lists, charts and reports, which may lag
+    the primary by its replay delay; reads that must be fresh stay on the primary."""
     bus_url: str = "memory://"
     """`memory://` for the in-process bus, `amqp://…` for RabbitMQ."""
     redis_url: str = ""
@@ -435,6 +438,12 @@ class Settings(BaseSettings):
     """The HTTP edge: CORS, security headers, operator pages."""
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     """Requests per caller: per user, per device, per address for anonymous calls."""
+
+    @model_validator(mode="after")
+    def _replica_of_postgresql(self) -> Settings:
+        if self.database_read_url and self.is_sqlite:
+            raise ValueError("database_read_url needs database_url to be PostgreSQL")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -9,7 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from medcloud.audit import service
 from medcloud.audit.schemas import AuditPage, AuditQuery, ExportFormat, VerificationRead
-from medcloud.platform.http import Authorize, QueryDep, RuntimeDep, SettingsDep, UowDep
+from medcloud.platform.http import Authorize, ListDep, QueryDep, RuntimeDep, SettingsDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
@@ -23,7 +23,7 @@ EXPORT_CONTENT: dict[str, Any] = {"text/csv": {}, "application/x-ndjson": {}}
 async def list_entries(
     query: Annotated[AuditQuery, Query()],
     principal: AuditReader,
-    session: QueryDep,
+    session: ListDep,
     uow: UowDep,
     runtime: RuntimeDep,
 ) -> AuditPage | Response:
@@ -32,7 +32,7 @@ async def list_entries(
         return await service.list_entries(session=session, principal=principal, query=query)
     export = await service.export_entries(
         uow=uow,
-        sessions=runtime.read_sessions,
+        sessions=runtime.replica_sessions,
         principal=principal,
         query=query,
     )

@@ -38,7 +38,14 @@ from medcloud.devices.schemas import (
     ProgressReport,
     UpdateOffer,
 )
-from medcloud.platform.http import Authorize, CurrentPrincipal, QueryDep, RuntimeDep, UowDep
+from medcloud.platform.http import (
+    Authorize,
+    CurrentPrincipal,
+    ListDep,
+    QueryDep,
+    RuntimeDep,
+    UowDep,
+)
 from medcloud.platform.objects import ObjectStore
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
@@ -88,7 +95,7 @@ async def register_device(
 
 @devices.get("", response_model=DevicePage)
 async def list_devices(
-    session: QueryDep,
+    session: ListDep,
     runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.DEVICE_READ)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -299,7 +306,7 @@ async def create_model(cmd: DeviceModelCreate, uow: UowDep, principal: Manager) 
 
 
 @models.get("", response_model=DeviceModelList)
-async def list_models(session: QueryDep, principal: Manager) -> DeviceModelList:
+async def list_models(session: ListDep, principal: Manager) -> DeviceModelList:
     """List the organisation's device models."""
     return await service.list_models(session=session, principal=principal)
 
@@ -319,7 +326,7 @@ async def create_firmware(
 
 
 @models.get("/{model_id}/firmware", response_model=FirmwareList)
-async def list_firmware(model_id: str, session: QueryDep, principal: Manager) -> FirmwareList:
+async def list_firmware(model_id: str, session: ListDep, principal: Manager) -> FirmwareList:
     """List the model's firmware images, newest first."""
     return await images.list_images(session=session, principal=principal, model_id=model_id)
 
@@ -364,7 +371,7 @@ async def create_campaign(
 
 
 @campaigns.get("", response_model=CampaignList)
-async def list_campaigns(session: QueryDep, principal: Manager) -> CampaignList:
+async def list_campaigns(session: ListDep, principal: Manager) -> CampaignList:
     """List the organisation's rollout campaigns, newest first."""
     return await rollouts.list_campaigns(session=session, principal=principal)
 

@@ -27,7 +27,7 @@ from medcloud.identity.schemas import (
     WardPage,
     WardRead,
 )
-from medcloud.platform.http import Authorize, QueryDep, RuntimeDep, UowDep
+from medcloud.platform.http import Authorize, ListDep, RuntimeDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
@@ -129,7 +129,7 @@ async def invite_user(
 
 @router.get("/api/v1/users", response_model=UserPage)
 async def list_users(
-    session: QueryDep, principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)]
+    session: ListDep, principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)]
 ) -> UserPage:
     """List the organisation's users."""
     return await users.list_users(session=session, principal=principal)
@@ -181,7 +181,7 @@ async def create_ward(
 
 @router.get("/api/v1/wards", response_model=WardPage)
 async def list_wards(
-    session: QueryDep, principal: Annotated[UserPrincipal, Authorize(Action.WARD_READ)]
+    session: ListDep, principal: Annotated[UserPrincipal, Authorize(Action.WARD_READ)]
 ) -> WardPage:
     """List the organisation's care teams."""
     return await service.list_wards(session=session, principal=principal)

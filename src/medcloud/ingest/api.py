@@ -131,6 +131,7 @@ async def list_readings(
     return _answer(
         await queries.list_readings(
             uow=uow,
+            replica=runtime.replica_sessions,
             devices=runtime.devices,
             care=runtime.care,
             principal=principal,
@@ -165,6 +166,7 @@ async def summarise_readings(
     return _answer(
         await queries.summarise_readings(
             uow=uow,
+            replica=runtime.replica_sessions,
             devices=runtime.devices,
             care=runtime.care,
             principal=principal,
@@ -188,6 +190,7 @@ async def latest_readings(
     return _answer(
         await queries.latest_readings(
             uow=uow,
+            replica=runtime.replica_sessions,
             patients=runtime.patients,
             care=runtime.care,
             principal=principal,
@@ -208,6 +211,7 @@ async def list_quarantine(
     """Return readings the data-quality gate refused, with the reason, newest first."""
     return await queries.list_quarantine(
         uow=uow,
+        replica=runtime.replica_sessions,
         care=runtime.care,
         principal=principal,
         device_id=device_id,

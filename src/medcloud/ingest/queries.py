@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from medcloud.config import Settings
 from medcloud.ingest import repository, rollups
 from medcloud.ingest.schemas import (
@@ -26,6 +28,7 @@ from medcloud.platform.audit import audit_record
 from medcloud.platform.catalogue import CATALOGUE
 from medcloud.platform.directory import CareDirectory, DeviceDirectory, PatientDirectory
 from medcloud.platform.errors import FieldError, Invalid, NotFound
+from medcloud.platform.events import Event
 from medcloud.platform.paging import decode_numbered_cursor, page_of
 from medcloud.platform.policy import (
     Action,
@@ -35,6 +38,16 @@ from medcloud.platform.policy import (
 )
 from medcloud.platform.security import Role, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
+
+Sessions = async_sessionmaker[AsyncSession]
+"""Where the reads go: the read replica's sessions when one is configured (they may lag)."""
+
+
+async def _audited(uow: UnitOfWork, record: Event) -> None:
+    """Record a read in the audit log before it is answered: no answer goes out unaudited."""
+    async with uow:
+        uow.publish(record)
+        await uow.commit()
 
 
 async def _device_in_scope(
@@ -53,6 +66,7 @@ async def _device_in_scope(
 async def list_readings(
     *,
     uow: UnitOfWork,
+    replica: Sessions,
     devices: DeviceDirectory,
     care: CareDirectory,
     principal: UserPrincipal,
@@ -69,28 +83,23 @@ async def list_readings(
     """
     patient_id, patients = await _device_in_scope(devices, care, principal, device_id)
     after = decode_numbered_cursor(cursor) if cursor else None
-    async with uow:
-        series = await repository.device_series(uow.session, device_id, patients)
+    async with replica() as session:
+        series = await repository.device_series(session, device_id, patients)
         rows = await repository.page(
-            uow.session,
-            series,
-            start=start,
-            end=end,
-            limit=limit + 1,
-            after=after,
+            session, series, start=start, end=end, limit=limit + 1, after=after
         )
-        uow.publish(
-            audit_record(
-                principal,
-                "readings.read",
-                occurred_at=uow.clock.now(),
-                object_type="device",
-                object_id=device_id,
-                patient_id=patient_id,
-                detail={"count": min(len(rows), limit)},
-            )
-        )
-        await uow.commit()
+    await _audited(
+        uow,
+        audit_record(
+            principal,
+            "readings.read",
+            occurred_at=uow.clock.now(),
+            object_type="device",
+            object_id=device_id,
+            patient_id=patient_id,
+            detail={"count": min(len(rows), limit)},
+        ),
+    )
     shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.series_id))
     items = [
         ReadingRead(
@@ -108,6 +117,7 @@ async def list_readings(
 async def summarise_readings(
     *,
     uow: UnitOfWork,
+    replica: Sessions,
     devices: DeviceDirectory,
     care: CareDirectory,
     principal: UserPrincipal,
@@ -129,23 +139,21 @@ async def summarise_readings(
     span = (end - start).total_seconds()
     smallest = max(1, math.ceil(span / settings.ingest.max_chart_points))
     size = chart_bucket(max(bucket_seconds or smallest, smallest))
-    async with uow:
-        series = await repository.device_series(uow.session, device_id, patients)
-        found = await rollups.buckets(
-            uow.session, series, start=start, end=end, bucket_seconds=size
-        )
-        uow.publish(
-            audit_record(
-                principal,
-                "readings.read",
-                occurred_at=uow.clock.now(),
-                object_type="device",
-                object_id=device_id,
-                patient_id=patient_id,
-                detail={"buckets": len(found), "bucket_seconds": size},
-            )
-        )
-        await uow.commit()
+    async with replica() as session:
+        series = await repository.device_series(session, device_id, patients)
+        found = await rollups.buckets(session, series, start=start, end=end, bucket_seconds=size)
+    await _audited(
+        uow,
+        audit_record(
+            principal,
+            "readings.read",
+            occurred_at=uow.clock.now(),
+            object_type="device",
+            object_id=device_id,
+            patient_id=patient_id,
+            detail={"buckets": len(found), "bucket_seconds": size},
+        ),
+    )
     items = [
         Bucket(
             type=code,
@@ -174,6 +182,7 @@ def chart_bucket(seconds: int) -> int:
 async def latest_readings(
     *,
     uow: UnitOfWork,
+    replica: Sessions,
     patients: PatientDirectory,
     care: CareDirectory,
     principal: UserPrincipal,
@@ -187,22 +196,22 @@ async def latest_readings(
     ensure_same_organisation(principal, patient.organisation_id, "patient")
     scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
     ensure_in_care_scope(scope, patient_id, "patient")
-    async with uow:
+    async with replica() as session:
         found = await repository.latest_per_type(
-            uow.session, principal.organisation_id, patient_id, sorted(CATALOGUE)
+            session, principal.organisation_id, patient_id, sorted(CATALOGUE)
         )
-        uow.publish(
-            audit_record(
-                principal,
-                "readings.read",
-                occurred_at=uow.clock.now(),
-                object_type="patient",
-                object_id=patient_id,
-                patient_id=patient_id,
-                detail={"count": len(found), "view": "latest"},
-            )
-        )
-        await uow.commit()
+    await _audited(
+        uow,
+        audit_record(
+            principal,
+            "readings.read",
+            occurred_at=uow.clock.now(),
+            object_type="patient",
+            object_id=patient_id,
+            patient_id=patient_id,
+            detail={"count": len(found), "view": "latest"},
+        ),
+    )
     return LatestReadings(
         patient_id=patient_id,
         items=[
@@ -221,6 +230,7 @@ async def latest_readings(
 async def list_quarantine(
     *,
     uow: UnitOfWork,
+    replica: Sessions,
     care: CareDirectory,
     principal: UserPrincipal,
     device_id: str | None,
@@ -239,27 +249,27 @@ async def list_quarantine(
         visible = None if scope.whole_organisation else scope.patient_ids
     before_id = decode_numbered_cursor(cursor)[1] if cursor else None
     show_payload = allowed(principal, Action.READINGS_READ)
-    async with uow:
+    async with replica() as session:
         rows = await repository.quarantined(
-            uow.session,
+            session,
             principal.organisation_id,
             device_id=device_id,
             patients=visible,
             limit=limit + 1,
             before_id=before_id,
         )
-        if show_payload and rows:
-            uow.publish(
-                audit_record(
-                    principal,
-                    "quarantine.read",
-                    occurred_at=uow.clock.now(),
-                    object_type="device" if device_id else "organisation",
-                    object_id=device_id or principal.organisation_id,
-                    detail={"count": min(len(rows), limit)},
-                )
-            )
-        await uow.commit()
+    if show_payload and rows:
+        await _audited(
+            uow,
+            audit_record(
+                principal,
+                "quarantine.read",
+                occurred_at=uow.clock.now(),
+                object_type="device" if device_id else "organisation",
+                object_id=device_id or principal.organisation_id,
+                detail={"count": min(len(rows), limit)},
+            ),
+        )
     shown, next_cursor = page_of(rows, limit, lambda r: (r.received_at, r.id))
     items = [
         QuarantinedReadingRead(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from medcloud.interop import service
 from medcloud.interop.fhir_api import router as fhir_router
 from medcloud.interop.schemas import InterfaceCreate, InterfaceList, InterfaceRead
-from medcloud.platform.http import Authorize, QueryDep, UowDep
+from medcloud.platform.http import Authorize, ListDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 
@@ -29,6 +29,6 @@ async def create_interface(cmd: InterfaceCreate, uow: UowDep, principal: Manager
 
 
 @router.get("/api/v1/hl7/interfaces", response_model=InterfaceList)
-async def list_interfaces(session: QueryDep, principal: Manager) -> InterfaceList:
+async def list_interfaces(session: ListDep, principal: Manager) -> InterfaceList:
     """List the systems the organisation accepts HL7 v2 from."""
     return await service.list_interfaces(session=session, principal=principal)

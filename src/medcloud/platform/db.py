@@ -63,16 +63,19 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 @dataclass(frozen=True)
 class Database:
-    """The engines of one process: `writer` for use cases, `reader` for queries.
+    """The engines of one process: `writer` for use cases, `reader` for queries that must see
+    every commit, `replica` for lists, charts and reports, which may lag.
 
     On SQLite every write transaction starts with BEGIN IMMEDIATE: a deferred transaction that
     reads before it writes fails at once with SQLITE_BUSY when another writer got there first,
     whereas an immediate one waits its turn. Queries keep plain deferred transactions so they
-    never queue behind writers. On PostgreSQL both are the same engine.
+    never queue behind writers. On PostgreSQL `writer` and `reader` are the same engine, and
+    `replica` is a streaming replica's when one is configured, else the same engine again.
     """
 
     writer: AsyncEngine
     reader: AsyncEngine
+    replica: AsyncEngine
 
     @property
     def dialect(self) -> str:
@@ -81,13 +84,13 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        for engine in {id(e): e for e in (self.writer, self.reader, self.replica)}.values():
+            await engine.dispose()
 
 
-def create_database(url: str, *, pool_size: int = 10) -> Database:
-    """Build the engines for `url`, tuned for durability: WAL + synchronous=FULL on SQLite."""
+def create_database(url: str, *, read_url: str = "", pool_size: int = 10) -> Database:
+    """Build the engines for `url`, tuned for durability: WAL + synchronous=FULL on SQLite;
+    `read_url` names a PostgreSQL replica of `url` for the queries that may lag."""
     if url.startswith("sqlite"):
         # One write connection, shared in turn: SQLite has one writer anyway, and waiters queue
         # in the pool, first come first served, instead of in SQLite's busy handler, which
@@ -100,7 +103,7 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
         reader = create_async_engine(url)
         _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
         _configure_sqlite(reader, begin="BEGIN")
-        return Database(writer=writer, reader=reader)
+        return Database(writer=writer, reader=reader, replica=reader)
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -109,7 +112,17 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
         connect_args={"server_settings": {"synchronous_commit": "on"}},
     )
     _ping_when_idle(engine)
-    return Database(writer=engine, reader=engine)
+    replica = engine
+    if read_url:
+        replica = create_async_engine(
+            read_url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            # A replica refuses writes anyway; saying so catches a read URL that names a primary.
+            connect_args={"server_settings": {"default_transaction_read_only": "on"}},
+        )
+        _ping_when_idle(replica)
+    return Database(writer=engine, reader=engine, replica=replica)
 
 
 PING_AFTER_IDLE_SECONDS = 5.0
@@ -168,9 +181,12 @@ def upsert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
 
 
-def sessionmakers(db: Database) -> tuple[async_sessionmaker[Any], async_sessionmaker[Any]]:
-    """Return (write, read) session factories that keep objects usable after commit."""
+def sessionmakers(
+    db: Database,
+) -> tuple[async_sessionmaker[Any], async_sessionmaker[Any], async_sessionmaker[Any]]:
+    """Return (write, read, replica) session factories that keep objects usable after commit."""
     return (
         async_sessionmaker(db.writer, expire_on_commit=False),
         async_sessionmaker(db.reader, expire_on_commit=False),
+        async_sessionmaker(db.replica, expire_on_commit=False),
     )

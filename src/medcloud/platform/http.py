@@ -47,8 +47,14 @@ def get_uow(runtime: RuntimeDep) -> UnitOfWork:
 
 
 async def get_query_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """Yield a read-only session for queries."""
+    """Yield a read-only session for queries that must see every commit (a thing just made)."""
     async with runtime.read_sessions() as session:
+        yield session
+
+
+async def get_list_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """Yield a read-only session for lists, which the read replica answers when there is one."""
+    async with runtime.replica_sessions() as session:
         yield session
 
 
@@ -69,6 +75,7 @@ def get_metrics(runtime: RuntimeDep) -> Metrics:
 
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 QueryDep = Annotated[AsyncSession, Depends(get_query_session)]
+ListDep = Annotated[AsyncSession, Depends(get_list_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

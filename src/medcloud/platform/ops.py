@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from medcloud import __version__
@@ -37,13 +38,21 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(request: Request, runtime: RuntimeDep) -> Response:
-    """Answer 200 when the database, bus and cache are reachable, else 503 naming what is not."""
+    """Answer 200 when the database (and its read replica, if any), bus and cache are reachable,
+    else 503 naming what is not."""
 
-    async def database() -> None:
-        async with runtime.database.reader.connect() as connection:
+    async def answers(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    checks = {"database": database(), "bus": runtime.bus.ping(), "cache": runtime.cache.ping()}
+    database = runtime.database
+    checks = {
+        "database": answers(database.reader),
+        "bus": runtime.bus.ping(),
+        "cache": runtime.cache.ping(),
+    }
+    if database.replica is not database.reader:
+        checks["replica"] = answers(database.replica)
     failed: list[str] = []
     for name, check in checks.items():
         try:

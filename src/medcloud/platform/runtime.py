@@ -73,6 +73,9 @@ class Runtime:
     database: Database
     write_sessions: async_sessionmaker[AsyncSession]
     read_sessions: async_sessionmaker[AsyncSession]
+    """Queries that must see every commit: look-ups before a write, a thing just made."""
+    replica_sessions: async_sessionmaker[AsyncSession]
+    """Lists, charts and reports, which may lag: the read replica's when one is configured."""
     bus: Bus
     cache: Cache
     clock: Clock
@@ -114,6 +117,7 @@ class Runtime:
             "settings": self.settings,
             "uow_factory": self.uow,
             "read_sessions": self.read_sessions,
+            "replica_sessions": self.replica_sessions,
             "clock": self.clock,
             "metrics": self.metrics,
             "cache": self.cache,

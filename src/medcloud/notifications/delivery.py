@@ -161,7 +161,7 @@ async def deliver_loop(
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             if not jobs and not results:
-                await notifier.wait_deliveries(config.poll_seconds)
+                await notifier.wait_deliveries(config.poll_seconds, stop)
     finally:
         # Unrecorded sends stay claimed: their claim expires and they are sent again, which the
         # idempotency key makes safe where the provider honours it.

@@ -56,7 +56,7 @@ async def escalate(
                 cutoff = now - dt.timedelta(days=config.stream_keep_days)
                 await uow.session.execute(delete(FeedEntry).where(FeedEntry.created_at < cutoff))
                 await uow.commit()
-        await notifier.wait_escalations(config.poll_seconds)
+        await notifier.wait_escalations(config.poll_seconds, stop)
 
 
 async def deliver(

@@ -29,13 +29,13 @@ class Notifier:
         """Tell the escalation loop to look again (a new alarm may be due sooner)."""
         self._escalations.set()
 
-    async def wait_deliveries(self, timeout: float) -> None:
-        """Wait until messages are queued or `timeout` passes."""
-        await _wait(self._deliveries, timeout)
+    async def wait_deliveries(self, timeout: float, stop: asyncio.Event) -> None:
+        """Wait until messages are queued, `stop` is set or `timeout` passes."""
+        await _wait(self._deliveries, timeout, stop)
 
-    async def wait_escalations(self, timeout: float) -> None:
-        """Wait until the escalation loop is woken or `timeout` passes."""
-        await _wait(self._escalations, timeout)
+    async def wait_escalations(self, timeout: float, stop: asyncio.Event) -> None:
+        """Wait until the escalation loop is woken, `stop` is set or `timeout` passes."""
+        await _wait(self._escalations, timeout, stop)
 
     def feed_grew(self) -> None:
         """Wake this process's live streams (a stream also polls for other processes' writes)."""
@@ -51,12 +51,15 @@ class Notifier:
             await asyncio.wait_for(self._feed.wait(), timeout)
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        return
-    event.clear()
+async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event) -> None:
+    # Waiting on `stop` too lets a stopping process end its loops at once, not a poll later.
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())}
+    _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if event.is_set():
+        event.clear()
 
 
 def link_key(settings: Settings) -> bytes:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from medcloud.platform.contract import RepeatedKey, check_unique_keys
-from tests.support.client import Api, bearer, now, reading
+from tests.support.client import HEALTHY_NEWS2, Api, bearer, now, reading
 
 PATIENT = {
     "identifier_system": "urn:oid:2.16.840.1.113883.2.1.4.1",
@@ -20,16 +20,7 @@ PATIENT = {
     "given_name": "Pat",
     "birth_date": "1948-03-02",
 }
-NEWS2 = {
-    "respiratory_rate": 16,
-    "spo2": 97,
-    "spo2_scale": 1,
-    "supplemental_oxygen": False,
-    "systolic_bp": 125,
-    "pulse": 72,
-    "consciousness": "A",
-    "temperature": 37.0,
-}
+NEWS2 = HEALTHY_NEWS2
 
 
 def refused(response: httpx.Response, field: str, status: int = 422) -> None:

@@ -25,7 +25,7 @@ from medcloud.devices import firmware as fw
 from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.support.cast import FIRMWARE_PAYLOAD
-from tests.support.client import reading
+from tests.support.client import HEALTHY_NEWS2, reading
 from tests.support.estate import ID_KEYS, Estate, patient_rule, shift
 
 # Routes anyone may call without a token. Each is here for a reason; nothing else is.
@@ -178,16 +178,7 @@ BODIES: dict[tuple[str, str], Callable[[Estate], Any]] = {
     ("PUT", "/api/v1/alarm-rules/{rule_id}"): lambda e: (
         patient_rule(e.ids["patient_id"]) | {"high": 140}
     ),
-    ("POST", "/api/v1/analytics/news2"): lambda _e: {
-        "respiratory_rate": 16,
-        "spo2": 97,
-        "spo2_scale": 1,
-        "supplemental_oxygen": False,
-        "systolic_bp": 125,
-        "pulse": 72,
-        "consciousness": "A",
-        "temperature": 37.0,
-    },
+    ("POST", "/api/v1/analytics/news2"): lambda _e: HEALTHY_NEWS2,
     ("PUT", "/api/v1/patients/{patient_id}/news2-scale"): lambda _e: {"spo2_scale": 2},
     ("PUT", "/api/v1/notifications/recipients/{user_id}"): lambda _e: {
         "email": "pager@ward.example",

@@ -137,3 +137,16 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://medcloud.test") as http:
             yield Api(http=http, app=app)
+
+
+HEALTHY_NEWS2 = {
+    "respiratory_rate": 16,
+    "spo2": 97,
+    "spo2_scale": 1,
+    "supplemental_oxygen": False,
+    "systolic_bp": 125,
+    "pulse": 72,
+    "consciousness": "A",
+    "temperature": 37.0,
+}
+"""NEWS2 observations that score 0: a body for the calculator that every check accepts."""

@@ -50,6 +50,27 @@ async def _audited(uow: UnitOfWork, record: Event) -> None:
         await uow.commit()
 
 
+async def _audit_device_read(
+    uow: UnitOfWork,
+    principal: UserPrincipal,
+    device_id: str,
+    patient_id: str | None,
+    detail: dict[str, int],
+) -> None:
+    await _audited(
+        uow,
+        audit_record(
+            principal,
+            "readings.read",
+            occurred_at=uow.clock.now(),
+            object_type="device",
+            object_id=device_id,
+            patient_id=patient_id,
+            detail=detail,
+        ),
+    )
+
+
 async def _device_in_scope(
     devices: DeviceDirectory, care: CareDirectory, principal: UserPrincipal, device_id: str
 ) -> tuple[str | None, frozenset[str] | None]:
@@ -88,17 +109,8 @@ async def list_readings(
         rows = await repository.page(
             session, series, start=start, end=end, limit=limit + 1, after=after
         )
-    await _audited(
-        uow,
-        audit_record(
-            principal,
-            "readings.read",
-            occurred_at=uow.clock.now(),
-            object_type="device",
-            object_id=device_id,
-            patient_id=patient_id,
-            detail={"count": min(len(rows), limit)},
-        ),
+    await _audit_device_read(
+        uow, principal, device_id, patient_id, {"count": min(len(rows), limit)}
     )
     shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.series_id))
     items = [
@@ -142,17 +154,8 @@ async def summarise_readings(
     async with replica() as session:
         series = await repository.device_series(session, device_id, patients)
         found = await rollups.buckets(session, series, start=start, end=end, bucket_seconds=size)
-    await _audited(
-        uow,
-        audit_record(
-            principal,
-            "readings.read",
-            occurred_at=uow.clock.now(),
-            object_type="device",
-            object_id=device_id,
-            patient_id=patient_id,
-            detail={"buckets": len(found), "bucket_seconds": size},
-        ),
+    await _audit_device_read(
+        uow, principal, device_id, patient_id, {"buckets": len(found), "bucket_seconds": size}
     )
     items = [
         Bucket(

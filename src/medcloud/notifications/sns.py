@@ -64,17 +64,7 @@ class AlarmTopic(Protocol):
 def raised_message(event: AlertRaised, *, settings: Settings) -> TopicMessage:
     """The message of a new alarm: what the live stream and webhooks say of it."""
     alert = event.model_dump(mode="json", include=set(FEED_FIELDS))
-    return _message(
-        event_type=event.routing_key,
-        organisation_id=event.organisation_id,
-        alert_id=event.alert_id,
-        priority=event.priority,
-        ward_id=event.ward_id,
-        alert=alert,
-        key=f"{event.alert_id}:{event.routing_key}",
-        escalated=False,
-        settings=settings,
-    )
+    return _message(event, alert, key=f"{event.alert_id}:{event.routing_key}", settings=settings)
 
 
 def escalated_message(event: AlertEscalated, *, settings: Settings) -> TopicMessage:
@@ -88,54 +78,37 @@ def escalated_message(event: AlertEscalated, *, settings: Settings) -> TopicMess
         "round": event.round,
         "target": event.target,
     }
-    return _message(
-        event_type=event.routing_key,
-        organisation_id=event.organisation_id,
-        alert_id=event.alert_id,
-        priority=event.priority,
-        ward_id=event.ward_id,
-        alert=alert,
-        # The webhooks' key for the same step: one message per step of each round.
-        key=f"{event.alert_id}:{event.routing_key}:{event.round}:{event.step}",
-        escalated=True,
-        settings=settings,
-    )
+    # The webhooks' key for the same step: one message per step of each round.
+    key = f"{event.alert_id}:{event.routing_key}:{event.round}:{event.step}"
+    return _message(event, alert, key=key, settings=settings)
 
 
 def _message(
-    *,
-    event_type: str,
-    organisation_id: str,
-    alert_id: str,
-    priority: str,
-    ward_id: str | None,
-    alert: dict[str, Any],
-    key: str,
-    escalated: bool,
-    settings: Settings,
+    event: AlertRaised | AlertEscalated, alert: dict[str, Any], *, key: str, settings: Settings
 ) -> TopicMessage:
     body = {
-        "type": event_type,
-        "organisation_id": organisation_id,
+        "type": event.routing_key,
+        "organisation_id": event.organisation_id,
         "alert": alert,
-        "link": alarm_link(settings, alert_id),
+        "link": alarm_link(settings, event.alert_id),
     }
     attributes = {
-        "event_type": event_type,
-        "priority": priority,
-        "organisation_id": organisation_id,
+        "event_type": event.routing_key,
+        "priority": event.priority,
+        "organisation_id": event.organisation_id,
         "idempotency_key": key,
     }
-    if ward_id is not None:
-        attributes["ward_id"] = ward_id
+    if event.ward_id is not None:
+        attributes["ward_id"] = event.ward_id
     # Subjects become email subjects and lock-screen lines: the priority, nothing of the patient.
-    subject = f"medcloud: {'escalated ' if escalated else ''}{priority} priority alarm"
+    escalated = "escalated " if isinstance(event, AlertEscalated) else ""
+    subject = f"medcloud: {escalated}{event.priority} priority alarm"
     return TopicMessage(
         body=orjson.dumps(body).decode(),
         subject=subject[:SUBJECT_MAX_CHARS],
         attributes=attributes,
         idempotency_key=key,
-        group=alert_id,
+        group=event.alert_id,
     )
 
 

@@ -14,19 +14,10 @@ from medcloud.platform.clock import FrozenClock
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.integration.analytics.helpers import assert_problem, deliver, published
 from tests.support.cast import Cast
-from tests.support.client import Api, bearer, now, reading, running
+from tests.support.client import HEALTHY_NEWS2, Api, bearer, now, reading, running
 
 CALCULATOR = "/api/v1/analytics/news2"
-HEALTHY = {
-    "respiratory_rate": 16,
-    "spo2": 97,
-    "spo2_scale": 1,
-    "supplemental_oxygen": False,
-    "systolic_bp": 125,
-    "pulse": 72,
-    "consciousness": "A",
-    "temperature": 37.0,
-}
+HEALTHY = HEALTHY_NEWS2
 PARAMETERS = {
     "respiratory_rate",
     "spo2",

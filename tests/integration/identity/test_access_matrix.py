@@ -25,7 +25,7 @@ from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.security.routes import DEVICE_ROUTES, PUBLIC, STREAMS, actions_of, walk
 from tests.support.cast import Cast
-from tests.support.client import Api, eventually, now, reading
+from tests.support.client import HEALTHY_NEWS2, Api, eventually, now, reading
 
 # Routes whose sample body names an object of St Mary's (a user to put on call).
 NAMES_OURS = {("POST", "/api/v1/on-call"), ("POST", "/api/v1/alarm-rules")}
@@ -123,16 +123,7 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
         "low": 88,
     },
     ("PUT", "/api/v1/alarm-rules/{rule_id}"): lambda c: matrix_rule(c) | {"high": 140},
-    ("POST", "/api/v1/analytics/news2"): lambda _c: {
-        "respiratory_rate": 16,
-        "spo2": 97,
-        "spo2_scale": 1,
-        "supplemental_oxygen": False,
-        "systolic_bp": 125,
-        "pulse": 72,
-        "consciousness": "A",
-        "temperature": 37.0,
-    },
+    ("POST", "/api/v1/analytics/news2"): lambda _c: HEALTHY_NEWS2,
     ("PUT", "/api/v1/patients/{patient_id}/news2-scale"): lambda _c: {"spo2_scale": 2},
     ("PUT", "/api/v1/notifications/recipients/{user_id}"): lambda _c: {
         "email": "pager@stmary.example",

@@ -150,10 +150,19 @@ async def update_user(
     user_id: str,
     cmd: UserUpdate,
     uow: UowDep,
+    runtime: RuntimeDep,
     principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
 ) -> UserRead:
-    """Change a user's role, wards, or whether they may sign in."""
-    return await users.update_user(uow=uow, principal=principal, user_id=user_id, cmd=cmd)
+    """Change a user's role, wards, or whether they may sign in (a new role or disabling
+    refuses the user's access tokens at once)."""
+    return await users.update_user(
+        uow=uow,
+        cache=runtime.cache,
+        settings=runtime.settings,
+        principal=principal,
+        user_id=user_id,
+        cmd=cmd,
+    )
 
 
 @router.post("/api/v1/users/{user_id}/unlock", response_model=UserRead)

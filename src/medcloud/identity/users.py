@@ -18,6 +18,7 @@ from medcloud.identity.schemas import UserInvite, UserInvited, UserPage, UserRea
 from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
 from medcloud.platform.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from medcloud.platform.revocation import revoke_tokens
 from medcloud.platform.security import Role, UserPrincipal, hash_password
 from medcloud.platform.uow import UnitOfWork
 
@@ -126,9 +127,18 @@ async def list_users(*, session: AsyncSession, principal: UserPrincipal) -> User
 
 
 async def update_user(
-    *, uow: UnitOfWork, principal: UserPrincipal, user_id: str, cmd: UserUpdate
+    *,
+    uow: UnitOfWork,
+    cache: Cache,
+    settings: Settings,
+    principal: UserPrincipal,
+    user_id: str,
+    cmd: UserUpdate,
 ) -> UserRead:
-    """Change a user's role, wards or whether they may sign in; disabling ends their sessions."""
+    """Change a user's role, wards or whether they may sign in; disabling ends their sessions.
+
+    Disabling or a new role also refuses the access tokens already issued (a role is in the
+    token): the user signs in again, or refreshes into a token with the new role."""
     now = uow.clock.now()
     async with uow:
         user = await repository.get_user(uow.session, user_id)
@@ -147,6 +157,11 @@ async def update_user(
             user.is_active = cmd.is_active
             if not cmd.is_active:
                 await repository.revoke_user_sessions(uow.session, user.id, now)
+        if "role" in changes or "is_active" in changes:
+            # Before the commit: a cache that cannot be reached fails the change, rather than
+            # leaving the old role or account working for the tokens' remaining lifetime.
+            lifetime = dt.timedelta(minutes=settings.access_token_minutes)
+            await revoke_tokens(cache, user.id, now, token_lifetime=lifetime)
         if cmd.ward_ids is not None:
             await _check_wards(uow.session, principal.organisation_id, cmd.ward_ids)
             await repository.set_wards(uow.session, user.id, cmd.ward_ids)

@@ -17,6 +17,7 @@ from medcloud.platform.clock import Clock
 from medcloud.platform.errors import Forbidden, Unauthorized
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.policy import Action, authorize
+from medcloud.platform.revocation import ensure_not_revoked
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.security import (
     DEVICE_TOKEN_PREFIX,
@@ -148,12 +149,14 @@ async def _authenticate(runtime: Runtime, token: str) -> Principal:
     if token.startswith(DEVICE_TOKEN_PREFIX):
         return await _device_principal(runtime, token)
     try:
-        return runtime.tokens.verify(token)
+        principal = runtime.tokens.verify(token)
     except UnknownSigningKey:
         # A verify-only service learns a rotated key from the JWKS, then tries once more.
         if not await runtime.refresh_token_keys():
             raise
-        return runtime.tokens.verify(token)
+        principal = runtime.tokens.verify(token)
+    await ensure_not_revoked(runtime.cache, principal)
+    return principal
 
 
 async def _device_principal(runtime: Runtime, token: str) -> DevicePrincipal:

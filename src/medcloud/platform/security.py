@@ -16,7 +16,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ class UserPrincipal:
     user_id: str
     organisation_id: str
     role: Role
+    issued_at_ms: int = field(default=0, compare=False)
+    """When the access token was signed, in milliseconds: a token signed before its user was
+    disabled or given another role is refused (`platform/revocation.py`)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ class TokenService:
             "nbf": int(now.timestamp()),
             "exp": int((now + self._lifetime).timestamp()),
             "jti": str(uuid.uuid4()),
+            # `iat` is whole seconds; a revocation within the second of a refresh needs finer.
+            "iat_ms": int(now.timestamp() * 1000),
         }
         return jwt.encode(
             claims, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
@@ -270,6 +275,7 @@ class TokenService:
                 user_id=str(claims["sub"]),
                 organisation_id=str(claims["org"]),
                 role=Role(claims["role"]),
+                issued_at_ms=int(claims.get("iat_ms", int(claims["iat"]) * 1000)),
             )
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise Unauthorized("invalid access token") from exc

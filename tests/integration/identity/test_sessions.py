@@ -123,12 +123,18 @@ async def test_an_invited_user_chooses_a_password_that_meets_the_policy(
 async def test_a_disabled_user_cannot_sign_in_or_refresh(api: Api, alice: str) -> None:
     await invite(api, alice, "ed.nurse@stmary.example", "nurse", [])
     session = await sign_in(api, username="ed.nurse@stmary.example", password=PASSWORD)
+    access = bearer(session["access_token"])
+    assert (await api.http.get("/api/v1/users/me", headers=access)).status_code == 200
     users = (await api.http.get("/api/v1/users", headers=bearer(alice))).json()["items"]
     ed = next(u for u in users if u["email"] == "ed.nurse@stmary.example")
     disabled = await api.http.patch(
         f"/api/v1/users/{ed['id']}", json={"is_active": False}, headers=bearer(alice)
     )
     assert disabled.status_code == 200 and disabled.json()["is_active"] is False
+    # The access token Ed holds is refused at once, not when it expires.
+    revoked = await api.http.get("/api/v1/users/me", headers=access)
+    assert revoked.status_code == 401
+    assert revoked.headers["content-type"] == "application/problem+json"
     refused = await api.http.post(
         "/api/v1/auth/token", data={"username": "ed.nurse@stmary.example", "password": PASSWORD}
     )
@@ -173,3 +179,28 @@ async def test_jwks_publishes_the_verification_keys(api: Api) -> None:
     jwks = (await api.http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"] and all(k["kty"] == "OKP" and k["crv"] == "Ed25519" for k in jwks["keys"])
     assert all("d" not in k for k in jwks["keys"])  # never the private part
+
+
+async def test_a_new_role_refuses_the_old_token_and_the_refreshed_one_carries_it(
+    api: Api, alice: str
+) -> None:
+    await invite(api, alice, "gus.admin@stmary.example", "admin", [])
+    session = await sign_in(api, username="gus.admin@stmary.example", password=PASSWORD)
+    old = bearer(session["access_token"])
+    assert (await api.http.get("/api/v1/users", headers=old)).status_code == 200
+    me = (await api.http.get("/api/v1/users/me", headers=old)).json()
+    demoted = await api.http.patch(
+        f"/api/v1/users/{me['id']}", json={"role": "auditor"}, headers=bearer(alice)
+    )
+    assert demoted.status_code == 200, demoted.text
+    # The admin role was in the token: it stops working the moment the role is taken away.
+    assert (await api.http.get("/api/v1/users", headers=old)).status_code == 401
+    renewed = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]}
+    )
+    assert renewed.status_code == 200, renewed.text
+    new = bearer(renewed.json()["access_token"])
+    assert (await api.http.get("/api/v1/users/me", headers=new)).json()["role"] == "auditor"
+    assert (await api.http.get("/api/v1/users", headers=new)).status_code == 403
+    # Alice's own tokens, and changes to wards alone, revoke nothing.
+    assert (await api.http.get("/api/v1/users", headers=bearer(alice))).status_code == 200

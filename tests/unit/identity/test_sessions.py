@@ -216,7 +216,12 @@ async def test_disabling_a_user_revokes_the_session_she_holds(
 ) -> None:
     signed_in = await sign_in(uow, settings, tokens)
     await users.update_user(
-        uow=uow.port, principal=ALICE.principal, user_id=NINA.name, cmd=UserUpdate(is_active=False)
+        uow=uow.port,
+        cache=MemoryCache(),
+        settings=settings,
+        principal=ALICE.principal,
+        user_id=NINA.name,
+        cmd=UserUpdate(is_active=False),
     )
     account(st_marys, NINA).is_active = True  # even re-enabled, the old session stays ended
     with pytest.raises(Unauthorized, match="not valid"):
@@ -229,6 +234,8 @@ async def test_a_new_role_reaches_the_next_access_token(
     signed_in = await sign_in(uow, settings, tokens)
     await users.update_user(
         uow=uow.port,
+        cache=MemoryCache(),
+        settings=settings,
         principal=ALICE.principal,
         user_id=NINA.name,
         cmd=UserUpdate(role=Role.CLINICIAN),

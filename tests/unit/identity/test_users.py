@@ -19,6 +19,7 @@ from medcloud.identity.events import UserCreated
 from medcloud.identity.models import Invitation, RefreshToken, UserAccount, WardMember
 from medcloud.identity.schemas import UserInvite, UserInvited, UserRead, UserUpdate
 from medcloud.platform.audit import ActorType, AuditRecorded
+from medcloud.platform.cache import MemoryCache
 from medcloud.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from medcloud.platform.security import Role, verify_password
 from tests.unit.identity.fakes import (
@@ -56,6 +57,8 @@ async def update(
 ) -> UserRead:
     return await users.update_user(
         uow=uow.port,
+        cache=MemoryCache(),
+        settings=Settings(),
         principal=by.principal,
         user_id=who.name,
         cmd=UserUpdate.model_validate(fields),

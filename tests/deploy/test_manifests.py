@@ -67,6 +67,11 @@ def of_kind(found: Objects, kind: str) -> dict[str, dict[str, Any]]:
     return {each["metadata"]["name"]: each for each in found if each["kind"] == kind}
 
 
+def workloads(found: Objects) -> dict[str, dict[str, Any]]:
+    """The long-running workloads: Deployments, and the ingest workers' StatefulSet."""
+    return of_kind(found, "Deployment") | of_kind(found, "StatefulSet")
+
+
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
     [medcloud] = deployment["spec"]["template"]["spec"]["containers"]
     return dict(medcloud)
@@ -92,7 +97,7 @@ def test_the_schema_check_refuses_a_misspelt_field(deploy_tool: Tool, tmp_path: 
 
 
 def test_each_context_runs_as_a_service_and_a_worker(rendered: dict[str, Path]) -> None:
-    deployments = of_kind(objects(rendered["production"]), "Deployment")
+    deployments = workloads(objects(rendered["production"]))
     expected = {service_name(c) for c in ALL_CONTEXTS} | {
         f"{service_name(c)}-worker" for c in ALL_CONTEXTS
     }
@@ -103,7 +108,7 @@ def test_each_context_runs_as_a_service_and_a_worker(rendered: dict[str, Path]) 
 
 def test_every_pod_is_probed_bounded_and_locked_down(rendered: dict[str, Path]) -> None:
     found = objects(rendered["production"])
-    for name, deployment in of_kind(found, "Deployment").items():
+    for name, deployment in workloads(found).items():
         pod = deployment["spec"]["template"]["spec"]
         main = container(deployment)
         resources = main["resources"]
@@ -117,6 +122,28 @@ def test_every_pod_is_probed_bounded_and_locked_down(rendered: dict[str, Path]) 
             assert main["livenessProbe"]["httpGet"]["path"] == "/health", name
             assert main["readinessProbe"]["httpGet"]["path"] == "/ready", name
             assert main["startupProbe"]["httpGet"]["path"] == "/health", name
+
+
+def test_the_ingest_workers_share_the_mqtt_load_under_their_pods_stable_names(
+    rendered: dict[str, Path],
+) -> None:
+    for path in rendered.values():
+        found = objects(path)
+        workers = of_kind(found, "StatefulSet")
+        assert set(workers) == {"medcloud-ingest-worker"}
+        worker = workers["medcloud-ingest-worker"]
+        replicas = worker["spec"]["replicas"]
+        assert replicas >= 2
+        client_id = next(
+            v for v in container(worker)["env"] if v["name"] == "MEDCLOUD_MQTT__CLIENT_ID"
+        )
+        assert client_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        # Every pod's session is made up front, and none that no pod would take.
+        [config] = of_kind(found, "ConfigMap").values()
+        listed = json.loads(config["data"]["MEDCLOUD_MQTT__WORKER_CLIENT_IDS"])
+        assert listed == [f"medcloud-ingest-worker-{n}" for n in range(replicas)]
+        governing = of_kind(found, "Service")[worker["spec"]["serviceName"]]
+        assert governing["spec"]["clusterIP"] == "None"
 
 
 def test_the_http_services_autoscale_from_3_to_10_on_cpu_and_memory(
@@ -135,7 +162,7 @@ def test_the_http_services_autoscale_from_3_to_10_on_cpu_and_memory(
         assert targets == {"cpu": 70, "memory": 80}, name
         assert spec["scaleTargetRef"]["name"] == name
     budgets = of_kind(found, "PodDisruptionBudget")
-    assert set(budgets) == set(of_kind(found, "Deployment"))
+    assert set(budgets) == set(workloads(found))
 
 
 def test_the_network_is_closed_by_default_and_no_secret_is_in_a_manifest(
@@ -149,7 +176,7 @@ def test_the_network_is_closed_by_default_and_no_secret_is_in_a_manifest(
         assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
         assert "ingress" not in deny and "egress" not in deny
         assert not of_kind(found, "Secret")
-        for workload in [*of_kind(found, "Deployment").values(), *of_kind(found, "Job").values()]:
+        for workload in [*workloads(found).values(), *of_kind(found, "Job").values()]:
             for variable in container(workload).get("env", []):
                 if re.search(r"PASSWORD|SECRET|KEY|TOKEN|_URL", variable["name"]):
                     assert "value" not in variable, variable["name"]

@@ -307,15 +307,16 @@ async def _on_connection_refused(request: Request, exc: Exception) -> Response:
     )
 
 
+INTERNAL_ERROR = ("internal", "Internal error", "the server failed; the request id identifies it")
+"""(slug, title, detail) of a 500: nothing of the failure itself reaches the caller."""
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    # Reached only by an app without the HTTP edge, which answers these itself (with its
+    # headers, which an answer from here, outside every middleware, would lack).
     log.exception("request.failed", error=type(exc).__name__)
-    return problem_response(
-        status=500,
-        slug="internal",
-        title="Internal error",
-        detail="the server failed; the request id identifies it in the logs",
-        request=request,
-    )
+    slug, title, detail = INTERNAL_ERROR
+    return problem_response(status=500, slug=slug, title=title, detail=detail, request=request)
 
 
 def install_error_handlers(app: FastAPI, formats: Mapping[str, ErrorBody] | None = None) -> None:

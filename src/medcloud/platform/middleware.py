@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medcloud.platform.audit import RequestContext, reset_request_context, set_request_context
-from medcloud.platform.errors import PROBLEM_BASE, PROBLEM_JSON
+from medcloud.platform.errors import INTERNAL_ERROR, PROBLEM_BASE, PROBLEM_JSON
 from medcloud.platform.metrics import Metrics
 
 log = structlog.get_logger("medcloud.http")
@@ -132,6 +132,14 @@ class EdgeMiddleware:
                 "Request body too large",
                 f"the body exceeds the limit of {limit} bytes",
             )
+        except Exception as exc:
+            # Answered here rather than by Starlette's outermost handler, so that a 500 too
+            # carries the request id that finds it in the logs, and the security headers.
+            if started:
+                raise
+            status = 500
+            log.exception("request.failed", request_id=request_id, error=type(exc).__name__)
+            await _problem(send_wrapper, 500, *INTERNAL_ERROR)
         finally:
             reset_request_context(context)
             route = scope.get("route")

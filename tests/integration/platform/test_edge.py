@@ -126,3 +126,19 @@ async def test_production_keeps_metrics_and_docs_to_operators(
         # What probes and devices need stays open.
         assert (await api.http.get("/health")).status_code == 200
         assert (await api.http.get("/ready")).status_code == 200
+
+
+async def test_an_unexpected_failure_is_a_500_problem_with_the_edge_headers(api: Api) -> None:
+    async def fails() -> None:
+        raise RuntimeError("a fault no handler knows")
+
+    api.app.add_api_route("/test-only/fails", fails)
+    response = await api.http.get("/test-only/fails", headers={"X-Request-ID": "trace-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 500
+    assert "a fault no handler knows" not in response.text
+    # The id that finds the failure in the logs, and the headers every answer carries.
+    assert response.headers["x-request-id"] == "trace-500"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "x-service-version" in response.headers

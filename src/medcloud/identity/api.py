@@ -129,10 +129,13 @@ async def invite_user(
 
 @router.get("/api/v1/users", response_model=UserPage)
 async def list_users(
-    session: ListDep, principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)]
+    session: ListDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.USER_MANAGE)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> UserPage:
-    """List the organisation's users."""
-    return await users.list_users(session=session, principal=principal)
+    """List the organisation's users, oldest first, a page at a time."""
+    return await users.list_users(session=session, principal=principal, limit=limit, cursor=cursor)
 
 
 @router.get("/api/v1/users/{user_id}", response_model=UserRead)

@@ -19,7 +19,7 @@ from medcloud.identity.models import (
     WardMember,
 )
 from medcloud.platform.directory import PatientQuery
-from medcloud.platform.paging import before
+from medcloud.platform.paging import after, before
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> UserAccount | None:
@@ -121,13 +121,22 @@ async def wards_in_organisation(
     return set(rows.all())
 
 
-async def list_users(session: AsyncSession, organisation_id: str) -> Sequence[UserAccount]:
-    """Return the organisation's users, oldest first."""
+async def list_users(
+    session: AsyncSession,
+    organisation_id: str,
+    *,
+    limit: int,
+    cursor: tuple[dt.datetime, str] | None,
+) -> Sequence[UserAccount]:
+    """Return up to `limit` of the organisation's users, oldest first, from `cursor` on."""
     query = (
         select(UserAccount)
         .where(UserAccount.organisation_id == organisation_id)
         .order_by(UserAccount.created_at, UserAccount.id)
+        .limit(limit)
     )
+    if cursor is not None:
+        query = query.where(after(UserAccount.created_at, UserAccount.id, cursor))
     return (await session.scalars(query)).all()
 
 

@@ -78,9 +78,11 @@ class UserUpdate(Strict):
 
 
 class UserPage(BaseModel):
-    """Users of the organisation."""
+    """Users of the organisation, oldest first."""
 
     items: list[UserRead]
+    next_cursor: str | None = None
+    """Pass as `cursor` for the next page; absent on the last."""
 
 
 class InvitationAccept(Strict):

@@ -18,6 +18,7 @@ from medcloud.identity.schemas import UserInvite, UserInvited, UserPage, UserRea
 from medcloud.platform.audit import audit_record
 from medcloud.platform.cache import Cache
 from medcloud.platform.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from medcloud.platform.paging import decode_cursor, page_of
 from medcloud.platform.revocation import revoke_tokens
 from medcloud.platform.security import Role, UserPrincipal, hash_password
 from medcloud.platform.uow import UnitOfWork
@@ -119,11 +120,19 @@ async def get_user(*, uow: UnitOfWork, principal: UserPrincipal, user_id: str) -
     return _user_read(user, wards[user.id])
 
 
-async def list_users(*, session: AsyncSession, principal: UserPrincipal) -> UserPage:
-    """Return the organisation's users."""
-    users = await repository.list_users(session, principal.organisation_id)
+async def list_users(
+    *, session: AsyncSession, principal: UserPrincipal, limit: int, cursor: str | None
+) -> UserPage:
+    """Return a page of the organisation's users, oldest first."""
+    found = await repository.list_users(
+        session,
+        principal.organisation_id,
+        limit=limit + 1,
+        cursor=decode_cursor(cursor) if cursor else None,
+    )
+    users, next_cursor = page_of(found, limit, lambda u: (u.created_at, u.id))
     wards = await repository.ward_ids_of(session, [u.id for u in users])
-    return UserPage(items=[_user_read(u, wards[u.id]) for u in users])
+    return UserPage(items=[_user_read(u, wards[u.id]) for u in users], next_cursor=next_cursor)
 
 
 async def update_user(

@@ -50,6 +50,16 @@ def before(
     return or_(timestamp_column < timestamp, and_(timestamp_column == timestamp, key_column < key))
 
 
+def after(
+    timestamp_column: InstrumentedAttribute[dt.datetime],
+    key_column: InstrumentedAttribute[Any],
+    cursor: tuple[dt.datetime, Any],
+) -> ColumnElement[bool]:
+    """Select the rows that follow (timestamp, key) in oldest-first order."""
+    timestamp, key = cursor
+    return or_(timestamp_column > timestamp, and_(timestamp_column == timestamp, key_column > key))
+
+
 def page_of(
     rows: Sequence[T], limit: int, key: Callable[[T], tuple[dt.datetime, str | int]]
 ) -> tuple[Sequence[T], str | None]:

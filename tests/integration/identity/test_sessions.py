@@ -204,3 +204,23 @@ async def test_a_new_role_refuses_the_old_token_and_the_refreshed_one_carries_it
     assert (await api.http.get("/api/v1/users", headers=new)).status_code == 403
     # Alice's own tokens, and changes to wards alone, revoke nothing.
     assert (await api.http.get("/api/v1/users", headers=bearer(alice))).status_code == 200
+
+
+async def test_users_are_listed_a_page_at_a_time_each_once(api: Api, alice: str) -> None:
+    for name in ("hal", "ida", "jon", "kim"):
+        await invite(api, alice, f"{name}.nurse@stmary.example", "nurse", [])
+    whole = await api.http.get("/api/v1/users", headers=bearer(alice))
+    everyone = [u["id"] for u in whole.json()["items"]]
+    assert len(everyone) == 5 and whole.json()["next_cursor"] is None
+    seen: list[str] = []
+    params: dict[str, str | int] = {"limit": 2}
+    while True:
+        page = await api.http.get("/api/v1/users", params=params, headers=bearer(alice))
+        assert page.status_code == 200, page.text
+        seen += [u["id"] for u in page.json()["items"]]
+        if page.json()["next_cursor"] is None:
+            break
+        params["cursor"] = page.json()["next_cursor"]
+    assert seen == everyone
+    refused = await api.http.get("/api/v1/users", params={"cursor": "x"}, headers=bearer(alice))
+    assert refused.status_code == 422

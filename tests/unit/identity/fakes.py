@@ -152,9 +152,17 @@ class InMemoryRepository:
             if w.organisation_id == organisation_id and w.id in ward_ids
         }
 
-    async def list_users(self, _session: object, organisation_id: str) -> list[UserAccount]:
+    async def list_users(
+        self,
+        _session: object,
+        organisation_id: str,
+        *,
+        limit: int,
+        cursor: tuple[dt.datetime, str] | None,
+    ) -> list[UserAccount]:
         users = [u for u in self.all(UserAccount) if u.organisation_id == organisation_id]
-        return sorted(users, key=lambda u: (u.created_at, u.id))
+        ordered = sorted(users, key=lambda u: (u.created_at, u.id))
+        return [u for u in ordered if cursor is None or (u.created_at, u.id) > cursor][:limit]
 
     async def ward_named(self, _session: object, organisation_id: str, name: str) -> Ward | None:
         wards = await self.list_wards(_session, organisation_id)

@@ -229,10 +229,25 @@ async def test_users_are_read_within_the_organisation_only(
     with pytest.raises(NotFound):
         await users.get_user(uow=uow.port, principal=MALLORY.principal, user_id=NINA.name)
 
+    everyone = [m.name for m in (ALICE, CAROL, NINA, BOB, TESS, AUDREY)]
+    session = cast(AsyncSession, uow.session)
     page = await users.list_users(
-        session=cast(AsyncSession, uow.session), principal=ALICE.principal
+        session=session, principal=ALICE.principal, limit=100, cursor=None
     )
-    assert [u.id for u in page.items] == [m.name for m in (ALICE, CAROL, NINA, BOB, TESS, AUDREY)]
+    assert [u.id for u in page.items] == everyone
+    assert page.next_cursor is None
+    # A page at a time, in the same order, each user once.
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await users.list_users(
+            session=session, principal=ALICE.principal, limit=4, cursor=cursor
+        )
+        seen += [u.id for u in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == everyone
 
 
 # --- changing ----------------------------------------------------------------------------------

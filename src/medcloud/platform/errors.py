@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import redis.exceptions
 import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
@@ -336,4 +337,7 @@ def install_error_handlers(app: FastAPI, formats: Mapping[str, ErrorBody] | None
     app.add_exception_handler(sqlalchemy.exc.DBAPIError, _on_database_error)
     app.add_exception_handler(ConnectionRefusedError, _on_connection_refused)
     app.add_exception_handler(ConnectionResetError, _on_connection_refused)
+    # The shared cache (token revocations, device look-ups): unreachable means try again.
+    app.add_exception_handler(redis.exceptions.ConnectionError, _on_connection_refused)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _on_connection_refused)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI
 
@@ -43,6 +44,9 @@ def app_raising(error: Exception) -> FastAPI:
         ConnectionRefusedError(111, "Connection refused"),
         sqlalchemy.exc.DBAPIError("SELECT 1", {}, StartingUp("the database system is starting up")),
         sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True),
+        # The shared cache, down or not answering.
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
     ],
 )
 async def test_a_busy_database_is_answered_503_with_retry_after(error: Exception) -> None:

@@ -5,8 +5,13 @@ Access tokens are checked by signature alone, in every process, for up to
 `access_token_minutes`. Disabling a user ends their sessions, so no new token is issued; the
 tokens already out are refused by a mark the change leaves in the shared cache (Redis when
 processes are split): every token of that user signed before the mark is refused. The mark
-outlives the longest-lived token, then goes. A process that cannot reach the cache cannot
-authenticate people, as for rate limits.
+outlives the longest-lived token, then goes.
+
+A process that cannot reach the cache answers 503 rather than let tokens through unchecked,
+which would let a disabled user back in (the rate limiter, by contrast, lets requests through
+uncounted). The embedded deployment's in-process cache is an LRU of 100,000 entries: a mark is
+lost only if that many other entries are used before its user tries again, and each try keeps
+it.
 """
 
 from __future__ import annotations

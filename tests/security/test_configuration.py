@@ -132,11 +132,6 @@ async def test_an_unexpected_failure_is_a_plain_500_that_names_nothing_inside(
     assert failure.json()["request_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unexpected failure's 500 is sent by Starlette's outermost layer, around the "
-    "edge middleware: it carries none of the hardening headers and no X-Request-ID",
-)
 async def test_an_unexpected_failure_is_hardened_like_every_other_answer(
     failure: httpx.Response,
 ) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 import orjson
 import structlog
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medcloud.platform.audit import RequestContext, reset_request_context, set_request_context
-from medcloud.platform.errors import INTERNAL_ERROR, PROBLEM_BASE, PROBLEM_JSON
+from medcloud.platform.errors import INTERNAL_ERROR, PROBLEM_BASE, PROBLEM_JSON, problem_response
 from medcloud.platform.metrics import Metrics
 
 log = structlog.get_logger("medcloud.http")
@@ -139,7 +140,11 @@ class EdgeMiddleware:
                 raise
             status = 500
             log.exception("request.failed", request_id=request_id, error=type(exc).__name__)
-            await _problem(send_wrapper, 500, *INTERNAL_ERROR)
+            slug, title, detail = INTERNAL_ERROR
+            answer = problem_response(
+                status=500, slug=slug, title=title, detail=detail, request=Request(scope)
+            )
+            await answer(scope, receive, send_wrapper)
         finally:
             reset_request_context(context)
             route = scope.get("route")

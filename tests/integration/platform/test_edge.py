@@ -137,6 +137,7 @@ async def test_an_unexpected_failure_is_a_500_problem_with_the_edge_headers(api:
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 500
+    assert response.json()["request_id"] == "trace-500"
     assert "a fault no handler knows" not in response.text
     # The id that finds the failure in the logs, and the headers every answer carries.
     assert response.headers["x-request-id"] == "trace-500"

@@ -260,9 +260,11 @@ class Lifecycle:
             return
         # Taken after the start hooks, so loops and handlers may ask for what they started.
         dependencies = runtime.dependencies() | {"stop": self._stop}
-        for context in self.contexts:
-            for subscription in context.subscriptions:
-                await runtime.bus.consume(
+        # Declared together: on RabbitMQ each consumer is a channel, queues and bindings, eight
+        # round trips or so, and one after another they were most of a worker's start.
+        await asyncio.gather(
+            *(
+                runtime.bus.consume(
                     Consumer(
                         name=f"{context.name}.{subscription.handler.__name__}",
                         subscription=subscription,
@@ -270,6 +272,11 @@ class Lifecycle:
                         dependencies=dependencies,
                     )
                 )
+                for context in self.contexts
+                for subscription in context.subscriptions
+            )
+        )
+        for context in self.contexts:
             for loop in context.background:
                 self._spawn(_supervised(loop, dependencies, self._stop), loop.__name__)
             for loop in context.singletons:

@@ -22,7 +22,7 @@ def test_killing_the_broker_the_database_and_a_process_loses_nothing() -> None:
     missing = missing_binaries()
     assert not missing, f"the chaos run needs {missing}"
     command = [
-        sys.executable, "-m", "bench.chaos", "--readings", "2000", "--devices", "8",
+        sys.executable, "-m", "bench.chaos", "--readings", "2000", "--devices", "16",
         "--rabbitmq-kills", "1", "--postgres-kills", "1", "--process-kills", "1",
         "--down-seconds", "1", "--settle", "90",
     ]  # fmt: skip

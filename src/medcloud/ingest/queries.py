@@ -50,21 +50,23 @@ async def _audited(uow: UnitOfWork, record: Event) -> None:
         await uow.commit()
 
 
-async def _audit_device_read(
+async def _audit_readings_read(
     uow: UnitOfWork,
     principal: UserPrincipal,
-    device_id: str,
+    of: tuple[str, str],
     patient_id: str | None,
-    detail: dict[str, int],
+    detail: dict[str, int | str],
 ) -> None:
+    """Audit a read of readings `of` a ("device" or "patient", id)."""
+    object_type, object_id = of
     await _audited(
         uow,
         audit_record(
             principal,
             "readings.read",
             occurred_at=uow.clock.now(),
-            object_type="device",
-            object_id=device_id,
+            object_type=object_type,
+            object_id=object_id,
             patient_id=patient_id,
             detail=detail,
         ),
@@ -109,9 +111,8 @@ async def list_readings(
         rows = await repository.page(
             session, series, start=start, end=end, limit=limit + 1, after=after
         )
-    await _audit_device_read(
-        uow, principal, device_id, patient_id, {"count": min(len(rows), limit)}
-    )
+    detail: dict[str, int | str] = {"count": min(len(rows), limit)}
+    await _audit_readings_read(uow, principal, ("device", device_id), patient_id, detail)
     shown, next_cursor = page_of(rows, limit, lambda r: (r.timestamp, r.series_id))
     items = [
         ReadingRead(
@@ -154,9 +155,8 @@ async def summarise_readings(
     async with replica() as session:
         series = await repository.device_series(session, device_id, patients)
         found = await rollups.buckets(session, series, start=start, end=end, bucket_seconds=size)
-    await _audit_device_read(
-        uow, principal, device_id, patient_id, {"buckets": len(found), "bucket_seconds": size}
-    )
+    detail: dict[str, int | str] = {"buckets": len(found), "bucket_seconds": size}
+    await _audit_readings_read(uow, principal, ("device", device_id), patient_id, detail)
     items = [
         Bucket(
             type=code,
@@ -203,18 +203,8 @@ async def latest_readings(
         found = await repository.latest_per_type(
             session, principal.organisation_id, patient_id, sorted(CATALOGUE)
         )
-    await _audited(
-        uow,
-        audit_record(
-            principal,
-            "readings.read",
-            occurred_at=uow.clock.now(),
-            object_type="patient",
-            object_id=patient_id,
-            patient_id=patient_id,
-            detail={"count": len(found), "view": "latest"},
-        ),
-    )
+    detail: dict[str, int | str] = {"count": len(found), "view": "latest"}
+    await _audit_readings_read(uow, principal, ("patient", patient_id), patient_id, detail)
     return LatestReadings(
         patient_id=patient_id,
         items=[

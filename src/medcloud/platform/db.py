@@ -104,25 +104,24 @@ def create_database(url: str, *, read_url: str = "", pool_size: int = 10) -> Dat
         _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
         _configure_sqlite(reader, begin="BEGIN")
         return Database(writer=writer, reader=reader, replica=reader)
+    # Synchronous commit is PostgreSQL's default; state it so no server setting weakens it.
+    engine = _postgresql(url, pool_size, {"synchronous_commit": "on"})
+    replica = engine
+    if read_url:
+        # A replica refuses writes anyway; saying so catches a read URL that names a primary.
+        replica = _postgresql(read_url, pool_size, {"default_transaction_read_only": "on"})
+    return Database(writer=engine, reader=engine, replica=replica)
+
+
+def _postgresql(url: str, pool_size: int, server_settings: dict[str, str]) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # Synchronous commit is PostgreSQL's default; state it so no server setting weakens it.
-        connect_args={"server_settings": {"synchronous_commit": "on"}},
+        connect_args={"server_settings": server_settings},
     )
     _ping_when_idle(engine)
-    replica = engine
-    if read_url:
-        replica = create_async_engine(
-            read_url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            # A replica refuses writes anyway; saying so catches a read URL that names a primary.
-            connect_args={"server_settings": {"default_transaction_read_only": "on"}},
-        )
-        _ping_when_idle(replica)
-    return Database(writer=engine, reader=engine, replica=replica)
+    return engine
 
 
 PING_AFTER_IDLE_SECONDS = 5.0

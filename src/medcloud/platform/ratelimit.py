@@ -31,14 +31,22 @@ from medcloud.platform.security import DevicePrincipal, Principal, UserPrincipal
 
 log = structlog.get_logger(__name__)
 
-REDIS_TIMEOUT_SECONDS = 1.0
-"""How long a hit waits for Redis before the request goes through uncounted."""
+REDIS_CONNECT_SECONDS = 1.0
+"""How long a hit waits to connect to Redis before the request goes through uncounted."""
+REDIS_REPLY_SECONDS = 5.0
+"""How long a hit waits for Redis's answer on a connection it has. Long, because the wait is
+measured on this process's event loop: in a burst the answer is in the socket long before the
+loop, busy with the burst's other requests, reads it, and a short timeout let those requests
+through uncounted exactly when they should be counted. A Redis that is gone costs this once,
+not on every request: see `RETRY_SECONDS`."""
 REDIS_CONNECTIONS = 100
 """Connections the limiter keeps to Redis at most; more concurrent hits wait for one."""
 REDIS_QUEUE_SECONDS = 5.0
 """How long a hit waits for one of those connections while all are busy: a burst on a loaded
-host queues rather than going through uncounted. A Redis that is down is still found out
-within `REDIS_TIMEOUT_SECONDS`, on the connection's own timeouts."""
+host queues rather than going through uncounted."""
+RETRY_SECONDS = 5.0
+"""After the storage fails, how long requests go through uncounted before it is asked again,
+so that a Redis cut off without a reset costs one wait, not one on every request."""
 _WARN_EVERY_SECONDS = 60.0
 
 Identify = Callable[[Scope], Awaitable[Principal | None]]
@@ -124,6 +132,7 @@ class RateLimiter:
         self._concurrent = concurrent
         self._on_close = on_close
         self._warned_at: float | None = None
+        self._retry_at = 0.0
 
     def caller(
         self, principal: Principal | None, client: Sequence[object] | None
@@ -138,6 +147,8 @@ class RateLimiter:
     async def hit(self, tier: Tier, caller: str) -> Decision:
         """Count one request of `caller`; refuse it if any of the tier's limits is spent."""
         now = self._clock.now().timestamp()
+        if now < self._retry_at:
+            return UNCOUNTED
         windows = [int(now // policy.window) for policy in tier.policies]
         keys = [
             policy.item.key_for(tier.name, caller, window)
@@ -146,6 +157,7 @@ class RateLimiter:
         try:
             counts = await self._count(tier, keys)
         except Exception as error:  # noqa: BLE001  (a limiter that cannot count must not stop readings)
+            self._retry_at = self._clock.now().timestamp() + RETRY_SECONDS
             self._unavailable(error)
             return UNCOUNTED
         spent: list[tuple[Policy, int]] = []
@@ -302,8 +314,8 @@ def create_rate_limiter(settings: Settings, clock: Clock) -> RateLimiter | None:
         settings.redis_url,
         max_connections=REDIS_CONNECTIONS,
         timeout=REDIS_QUEUE_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_REPLY_SECONDS,
+        socket_connect_timeout=REDIS_CONNECT_SECONDS,
     )
     storage = RedisStorage(
         "async+redis://",

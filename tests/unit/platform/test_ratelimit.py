@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from medcloud.config import RateLimitSettings
 from medcloud.platform.clock import FrozenClock, ManualTimer
 from medcloud.platform.ratelimit import (
+    RETRY_SECONDS,
     MemoryCounters,
     RateLimiter,
     RateLimitMiddleware,
@@ -168,7 +169,12 @@ async def test_a_device_looping_without_pause_is_stopped_within_the_minute() -> 
 
 
 class Broken(MemoryCounters):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:  # noqa: ARG002
+        self.asked += 1
         raise ConnectionError("redis is down")
 
     async def check(self) -> bool:
@@ -183,6 +189,20 @@ async def test_a_limiter_that_cannot_count_lets_requests_through() -> None:
         decision = await limits.hit(limits.default, "user:u-alice")
         assert decision.allowed
         assert decision.headers == ()
+
+
+async def test_a_storage_that_failed_is_asked_again_only_after_a_pause() -> None:
+    # A Redis cut off without a reset answers nothing until the reply timeout: paid by every
+    # request, that would stop readings as surely as refusing them.
+    clock = FrozenClock(START)
+    storage = Broken()
+    limits = RateLimiter(storage, limits=RateLimitSettings(default="1/minute"), clock=clock)
+    for _ in range(3):
+        assert (await limits.hit(limits.default, "user:u-alice")).allowed
+    assert storage.asked == 1
+    clock.advance(seconds=RETRY_SECONDS)
+    assert (await limits.hit(limits.default, "user:u-alice")).allowed
+    assert storage.asked == 2
 
 
 async def test_a_limiter_starting_without_its_storage_says_so_and_starts() -> None:

@@ -41,7 +41,16 @@ log = structlog.get_logger(__name__)
 
 # Notifications before analytics: its `/api/v1/alerts/stream` must be matched before the
 # alert list's `/api/v1/alerts/{alert_id}` when one process serves both.
-ALL_CONTEXTS = ("identity", "devices", "ingest", "notifications", "analytics", "audit", "interop")
+ALL_CONTEXTS = (
+    "identity",
+    "devices",
+    "ingest",
+    "notifications",
+    "analytics",
+    "audit",
+    "interop",
+    "reports",
+)
 IN_PROCESS_PIPELINE = 4
 """Relay batches the in-process bus may hold at once."""
 
@@ -66,6 +75,7 @@ def bootstrap(
 ) -> Runtime:
     """Build the runtime for `settings`; pass fakes to replace any external part."""
     # Imported here: contexts implement the published interfaces the platform hands out.
+    from medcloud.analytics.directory import SqlAlarmHistory
     from medcloud.devices.directory import SqlDeviceDirectory
     from medcloud.devices.discovery import SqlEquipmentRegistry
     from medcloud.identity.admissions import SqlPatientRegistry
@@ -147,6 +157,8 @@ def bootstrap(
         equipment=SqlEquipmentRegistry(uow, cache),
         patient_registry=SqlPatientRegistry(uow),
         objects=objects or create_object_store(settings),
+        # Reports may lag: they read the replica when there is one.
+        alarm_history=SqlAlarmHistory(replica_sessions),
         rate_limiter=create_rate_limiter(settings, clock),
     )
 

@@ -428,12 +428,14 @@ def _mount_subcommands() -> None:
     from medcloud.analytics.cli import analytics_app
     from medcloud.audit.cli import audit_app
     from medcloud.gateway.cli import gateway_app, split_app
+    from medcloud.reports.cli import reports_app
 
     app.add_typer(analytics_app, name="analytics")
     app.add_typer(audit_app, name="audit")
     app.add_typer(bench_app, name="bench")
     app.add_typer(gateway_app, name="gateway")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(reports_app, name="reports")
     app.add_typer(split_app, name="split")
 
 

@@ -313,6 +313,21 @@ class NotificationSettings(BaseModel):
     credentials and endpoint as boto3 finds them); empty: none."""
 
 
+class ReportsSettings(BaseModel):
+    """Daily and on-demand reports."""
+
+    schedule: str = Field(default="0 2 * * *", pattern=r"^[\d,*]+ [\d,*]+ \* \* \*$")
+    """When the daily run starts, as cron in UTC (minutes and hours); it reports the day before."""
+    catch_up_days: int = Field(default=7, ge=1, le=366)
+    """Days missed while nothing ran that the next run makes up, at most."""
+    patient_reports: bool = False
+    """Make a report of every monitored patient daily too (organisations and wards always)."""
+    link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60)
+    """How long a report's signed download links work."""
+    link_secret: SecretStr | None = None
+    """Key that signs download links; empty means a key file in `var_dir`."""
+
+
 class MllpSettings(BaseModel):
     """HL7 v2 over MLLP: the listener bedside monitors and their gateways send to."""
 
@@ -434,6 +449,8 @@ class Settings(BaseSettings):
     """Email, SMS and webhook channels, escalation and delivery."""
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     """The HL7 v2 listener (MLLP)."""
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
+    """Daily and on-demand reports and their download links."""
     http: HttpSettings = Field(default_factory=HttpSettings)
     """The HTTP edge: CORS, security headers, operator pages."""
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
@@ -471,5 +488,6 @@ __all__ = [
     "NotificationSettings",
     "ObjectStoreSettings",
     "RateLimitSettings",
+    "ReportsSettings",
     "Settings",
 ]

@@ -182,6 +182,25 @@ def test_the_network_is_closed_by_default_and_no_secret_is_in_a_manifest(
                     assert "value" not in variable, variable["name"]
 
 
+def test_the_daily_reports_run_at_two_utc_once_and_locked_down(
+    rendered: dict[str, Path],
+) -> None:
+    for path in rendered.values():
+        [job] = of_kind(objects(path), "CronJob").values()
+        assert (job["spec"]["schedule"], job["spec"]["timeZone"]) == ("0 2 * * *", "Etc/UTC")
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]
+        main = container({"spec": {"template": pod}})
+        assert main["args"] == ["reports", "daily"]
+        security = main["securityContext"]
+        assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert {"cpu", "memory"} <= set(main["resources"]["limits"])
+        for variable in main["env"]:
+            assert "value" not in variable, variable["name"]
+
+
 def test_every_object_carries_the_cost_labels(rendered: dict[str, Path]) -> None:
     for path in rendered.values():
         for each in objects(path):
@@ -266,7 +285,7 @@ def test_the_cloudformation_templates_pass_cfn_lint(deploy_tool: Tool) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_the_functions_run_on_what_their_objects_arrive_as() -> None:
+def test_the_functions_run_on_what_their_objects_arrive_as_and_on_the_clock() -> None:
     resources = template(DEPLOY / "sam" / "template.yaml")["Resources"]
     functions = {
         each["Properties"]["Handler"]: each["Properties"]
@@ -276,12 +295,20 @@ def test_the_functions_run_on_what_their_objects_arrive_as() -> None:
     assert set(functions) == {
         "medcloud.functions.uploads.handler",
         "medcloud.functions.hl7_to_fhir.handler",
+        "medcloud.functions.daily_report.handler",
     }
     prefixes = {}
     for handler, properties in functions.items():
         module, name = handler.rsplit(".", 1)
         assert callable(getattr(importlib.import_module(module), name))
         [event] = properties["Events"].values()
+        if event["Type"] == "ScheduleV2":
+            schedule = event["Properties"]
+            assert (schedule["ScheduleExpression"], schedule["ScheduleExpressionTimezone"]) == (
+                "cron(0 2 * * ? *)",
+                "UTC",
+            )
+            continue
         assert event["Type"] == "S3"
         assert event["Properties"]["Events"] == "s3:ObjectCreated:*"
         [rule] = event["Properties"]["Filter"]["S3Key"]["Rules"]

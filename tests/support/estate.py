@@ -23,8 +23,10 @@ from tests.support.client import Api, eventually, now, reading
 # Path parameters whose objects belong to one patient (or, for an inbox item, one person):
 # what a colleague of another ward must not reach.
 PATIENT_BOUND = frozenset(
-    {"patient_id", "device_id", "alert_id", "observation_id", "metric_id", "item_id"}
+    {"patient_id", "device_id", "alert_id", "observation_id", "metric_id", "item_id", "report_id"}
 )
+# Path parameters that are no object's id: they tell an organisation's objects from no other's.
+NOT_IDS = frozenset({"version", "file_format"})
 # Every kind of object an estate holds one of, by the path parameter that names it.
 ID_KEYS = (
     "patient_id",
@@ -43,6 +45,8 @@ ID_KEYS = (
     "image_id",
     "version",
     "campaign_id",
+    "report_id",
+    "file_format",
 )
 
 
@@ -66,10 +70,10 @@ class Estate:
     def markers(self) -> set[str]:
         """Text that identifies this organisation's objects in any answer: their ids.
 
-        The firmware version is left out ("9.9.9" names nothing by itself), and so are names,
-        which two organisations' patients may share.
+        The firmware version and a report's file format are left out ("9.9.9", "pdf" name
+        nothing by themselves), and so are names, which two organisations' patients may share.
         """
-        found = {value for key, value in self.ids.items() if key != "version"}
+        found = {value for key, value in self.ids.items() if key not in NOT_IDS}
         return found | set(self.user_ids.values()) | {self.organisation_id}
 
     def patient_markers(self) -> set[str]:
@@ -112,6 +116,7 @@ async def furnish(
     ids |= await _alarm_and_rule(api, cast, headers, device, ids)
     ids |= await _inbox_item(api, cast.auth(clinician))
     ids |= await _observation(api, cast.devices[device])
+    ids |= await _report(api, cast.auth(clinician), ids["patient_id"])
     made = firmware_objects or await firmware(api, cast.tokens[admin], cast.devices[device])
     ids |= {
         "model_id": made["model_id"],
@@ -241,3 +246,14 @@ async def _observation(api: Api, device: dict[str, Any]) -> dict[str, str]:
         "observation_id": observation_id(device_id=device["id"], type="spo2", at=at),
         "metric_id": device_metric_id(device_id=device["id"], type_code="spo2"),
     }
+
+
+async def _report(api: Api, headers: dict[str, str], patient_id: str) -> dict[str, str]:
+    """Today's report of the patient, made by the clinician who cares for them."""
+    made = await api.http.post(
+        "/api/v1/reports",
+        json={"scope": "patient", "patient_id": patient_id, "day": now().date().isoformat()},
+        headers=headers,
+    )
+    assert made.status_code == 201, made.text
+    return {"report_id": made.json()["id"], "file_format": "pdf"}

@@ -7,14 +7,15 @@ import contextlib
 import datetime as dt
 from collections.abc import Sequence
 
+import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from medcloud.devices import repository
+from medcloud.devices import repository, rollout_repository
 from medcloud.devices.models import Device
 from medcloud.platform.clock import Clock, SystemClock
-from medcloud.platform.directory import DeviceCard, DeviceQuery, DeviceRef
+from medcloud.platform.directory import CampaignCard, DeviceCard, DeviceQuery, DeviceRef
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,24 @@ class SqlDeviceDirectory:
                 session, organisation_id, query, limit=limit, after=after
             )
         return [_card(device) for device in found]
+
+    async def campaigns(
+        self, organisation_id: str, start: dt.datetime, end: dt.datetime
+    ) -> list[CampaignCard]:
+        """Return the organisation's campaigns that ran in [start, end), oldest first."""
+        async with self._sessions() as session:
+            found = await rollout_repository.campaigns_between(session, organisation_id, start, end)
+            return [
+                CampaignCard(
+                    id=campaign.id,
+                    name=campaign.name,
+                    status=campaign.status,
+                    current_wave=campaign.current_wave,
+                    waves=len(orjson.loads(campaign.waves)),
+                    targets=await rollout_repository.target_counts(session, campaign.id),
+                )
+                for campaign in found
+            ]
 
     async def patients_at(self, device_id: str, times: Sequence[dt.datetime]) -> list[str | None]:
         """Return the patient the device was assigned to at each of `times` (None: nobody)."""

@@ -78,6 +78,24 @@ async def campaigns(session: AsyncSession, organisation_id: str) -> Sequence[Rol
     return (await session.scalars(query)).all()
 
 
+async def campaigns_between(
+    session: AsyncSession, organisation_id: str, start: dt.datetime, end: dt.datetime
+) -> Sequence[RolloutCampaign]:
+    """Return the organisation's campaigns that ran in [start, end), oldest first: created
+    before `end`, and still going at `start` or changed since."""
+    query = (
+        select(RolloutCampaign)
+        .where(
+            RolloutCampaign.organisation_id == organisation_id,
+            RolloutCampaign.created_at < end,
+            (RolloutCampaign.updated_at >= start)
+            | RolloutCampaign.status.in_((CampaignStatus.RUNNING, CampaignStatus.PAUSED)),
+        )
+        .order_by(RolloutCampaign.created_at, RolloutCampaign.id)
+    )
+    return (await session.scalars(query)).all()
+
+
 async def running_campaigns(session: AsyncSession) -> Sequence[tuple[str, str]]:
     """Return (organisation, id) of every running campaign."""
     query = select(RolloutCampaign.organisation_id, RolloutCampaign.id).where(

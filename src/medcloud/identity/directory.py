@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.identity import repository
@@ -114,3 +115,17 @@ class SqlCareDirectory:
         """Return the ids of the active users in the ward's care team."""
         async with self._sessions() as session:
             return await repository.ward_member_ids(session, organisation_id, ward_id)
+
+    async def admins(self, organisation_id: str) -> list[str]:
+        """Return the ids of the organisation's active admins."""
+        query = (
+            select(UserAccount.id)
+            .where(
+                UserAccount.organisation_id == organisation_id,
+                UserAccount.role == Role.ADMIN.value,
+                UserAccount.is_active.is_(True),
+            )
+            .order_by(UserAccount.id)
+        )
+        async with self._sessions() as session:
+            return list((await session.scalars(query)).all())

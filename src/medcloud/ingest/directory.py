@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from medcloud.ingest import repository
-from medcloud.ingest.models import Reading, ReadingSeries
+from medcloud.ingest import repository, rollups
+from medcloud.ingest.models import QuarantinedReading, Reading, ReadingSeries
 from medcloud.ingest.repository import in_time_order
-from medcloud.platform.directory import ReadingQuery, StoredReading
+from medcloud.platform.directory import ReadingBucket, ReadingQuery, StoredReading
 
 MAX_SERIES_POINTS = 200_000
 """A series is cut here: a week of one vital at 1 Hz is 604,800 readings, more than any
 forecast or training window needs in one piece."""
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class SqlReadingHistory:
@@ -103,6 +106,58 @@ class SqlReadingHistory:
         """Return the types of reading the device has sent, sorted."""
         async with self._sessions() as session:
             return await repository.device_types(session, device_id)
+
+    async def buckets(self, query: ReadingQuery, *, bucket_seconds: int) -> list[ReadingBucket]:
+        """Return each type's readings matching `query` folded into buckets of `bucket_seconds`
+        from the epoch, oldest first, from the chart rollups where they tile the range."""
+        if query.start is None or query.end is None:
+            raise ValueError("buckets are read between a start and an end")
+        async with self._sessions() as session:
+            series = await repository.series_named(session, query)
+            found = await rollups.buckets(
+                session,
+                {series_id: name.type for series_id, name in series.items()},
+                start=query.start,
+                end=query.end,
+                bucket_seconds=bucket_seconds,
+            )
+        return sorted(
+            (
+                ReadingBucket(
+                    kind, EPOCH + dt.timedelta(seconds=number * bucket_seconds), low, high, mean, n
+                )
+                for kind, number, low, high, mean, n in found
+            ),
+            key=lambda bucket: (bucket.start, bucket.type),
+        )
+
+    async def rejections(
+        self,
+        organisation_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        patients: frozenset[str] | None,
+    ) -> dict[str, int]:
+        """Count what the gate refused in [start, end), by the measurement type (or the part of
+        the message) refused."""
+        query = (
+            select(QuarantinedReading.field, func.count())
+            .where(
+                QuarantinedReading.organisation_id == organisation_id,
+                QuarantinedReading.received_at >= start,
+                QuarantinedReading.received_at < end,
+            )
+            .group_by(QuarantinedReading.field)
+        )
+        if patients is not None:
+            query = query.where(QuarantinedReading.patient_id.in_(patients))
+        counts: dict[str, int] = {}
+        async with self._sessions() as session:
+            for field, count in (await session.execute(query)).all():
+                # "readings.3.measurements.spo2" names spo2; "body" the message itself.
+                what = field.rsplit(".", 1)[-1]
+                counts[what] = counts.get(what, 0) + count
+        return dict(sorted(counts.items()))
 
 
 def _stored(name: repository.SeriesName, at: dt.datetime, value: float) -> StoredReading:

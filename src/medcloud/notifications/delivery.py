@@ -264,11 +264,16 @@ def _message(
         row.locale,
         {
             "priority": alarm.priority if alarm else "high",
-            "ward": alarm.ward_id[:8] if alarm and alarm.ward_id else None,
+            "ward": alarm.ward_id[:8]
+            if alarm and alarm.ward_id
+            else (row.payload or {}).get("ward"),
             "bed": alarm.device_id[:8] if alarm else None,
             "condition": alarm.condition if alarm else None,
             "step": row.step,
-            "link": outbound.alarm_link(settings, row.alert_id) if row.alert_id else "",
+            # A message about no alarm (a report) carries its own link and label.
+            "link": outbound.alarm_link(settings, row.alert_id)
+            if row.alert_id
+            else (row.payload or {}).get("link", ""),
             "ack_link": ack_link,
             "actor": None,
             "channel": (row.payload or {}).get("channel"),

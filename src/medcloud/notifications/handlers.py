@@ -15,9 +15,10 @@ from medcloud.config import Settings
 from medcloud.notifications import service
 from medcloud.notifications.notifier import Notifier
 from medcloud.platform.bus import Subscription
-from medcloud.platform.directory import CareDirectory
+from medcloud.platform.directory import CareDirectory, PatientDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWork
+from medcloud.reports.events import ReportGenerated
 
 
 async def start_escalation(
@@ -60,6 +61,21 @@ async def silenced(event: AlertSilenced, *, uow: UnitOfWork, notifier: Notifier)
     service.record_feed(uow, event, notifier)
 
 
+async def report_generated(
+    event: ReportGenerated,
+    *,
+    uow: UnitOfWork,
+    settings: Settings,
+    care: CareDirectory,
+    patients: PatientDirectory,
+    notifier: Notifier,
+) -> None:
+    """Email the people a new report is for where it is ready."""
+    await service.report_ready(
+        uow, event, settings=settings, care=care, patients=patients, notifier=notifier
+    )
+
+
 SUBSCRIPTIONS = (
     # Batched: a burst of alarms asks the roster its questions once (see batch.py).
     Subscription(AlertRaised, start_escalation, batched=True),
@@ -67,4 +83,5 @@ SUBSCRIPTIONS = (
     Subscription(AlertResolved, resolved),
     Subscription(AlertUpdated, updated),
     Subscription(AlertSilenced, silenced),
+    Subscription(ReportGenerated, report_generated),
 )

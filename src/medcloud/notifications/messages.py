@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-KINDS = ("alarm", "acknowledged", "resolved", "channel_down", "no_one_on_call")
+KINDS = ("alarm", "acknowledged", "resolved", "channel_down", "no_one_on_call", "report_ready")
 LOCALES = ("en", "de")
 DEFAULT_LOCALE = "en"
 PRIORITIES = ("high", "medium", "low")
@@ -43,6 +43,7 @@ REQUIRED: Mapping[str, frozenset[str]] = {
     "resolved": frozenset({"priority", "condition", "link", "raised_at"}),
     "channel_down": frozenset({"channel", "link", "raised_at"}),
     "no_one_on_call": frozenset({"priority", "condition", "link", "raised_at"}),
+    "report_ready": frozenset({"link", "raised_at"}),
 }
 """The values each kind needs; the others default to None."""
 SMS_MAX_CHARS = 160

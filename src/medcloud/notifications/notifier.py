@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-from pathlib import Path
 
 from medcloud.config import Settings
+from medcloud.platform.datadir import link_secret
 
 
 class Notifier:
@@ -63,25 +61,8 @@ async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event) -> No
 
 
 def link_key(settings: Settings) -> bytes:
-    """The key that signs acknowledge links: configured, or a key file made on first start.
-
-    Every process of a deployment must share it (a link mailed by a worker is opened by an API
-    process), so a split deployment sets `MEDCLOUD_NOTIFICATIONS__LINK_SECRET`.
-    """
-    configured = settings.notifications.link_secret
-    if configured is not None:
-        return configured.get_secret_value().encode()
-    path = settings.var_dir / "keys" / "notification-links.key"
-    if not path.exists():
-        try:
-            _write_private(path, secrets.token_bytes(32))
-        except FileExistsError:
-            pass  # another process of this deployment made it first: use theirs
-    return path.read_bytes()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
+    """The key that signs acknowledge links (`MEDCLOUD_NOTIFICATIONS__LINK_SECRET`): a link
+    mailed by a worker is opened by an API process."""
+    return link_secret(
+        settings.notifications.link_secret, settings.var_dir, "notification-links.key"
+    )

@@ -27,11 +27,18 @@ from medcloud.notifications.models import (
     InboxItem,
 )
 from medcloud.notifications.notifier import Notifier
-from medcloud.notifications.outbound import alarm_link, delivery_row, queue_webhooks
+from medcloud.notifications.outbound import (
+    address_of,
+    alarm_link,
+    delivery_row,
+    queue_webhooks,
+    reachable,
+)
 from medcloud.notifications.steps import run_step
-from medcloud.platform.directory import CareDirectory
+from medcloud.platform.directory import CareDirectory, PatientDirectory
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.uow import UnitOfWork
+from medcloud.reports.events import ReportGenerated
 
 log = structlog.get_logger(__name__)
 
@@ -231,3 +238,61 @@ async def _tell_paged(
                 )
             )
     batch.queue(rows)
+
+
+async def report_ready(
+    uow: UnitOfWork,
+    event: ReportGenerated,
+    *,
+    settings: Settings,
+    care: CareDirectory,
+    patients: PatientDirectory,
+    notifier: Notifier | None,
+) -> None:
+    """Email a new report's people: the organisation's admins for an organisation's report, the
+    ward's team for a ward's or a patient's. Whoever asked for it has it already."""
+    if "email" not in reachable(settings):
+        return
+    ward_id = event.ward_id
+    if event.scope == "patient" and event.patient_id is not None:
+        patient = await patients.get(event.patient_id)
+        ward_id = patient.ward_id if patient is not None else None
+    if event.scope == "organisation":
+        users = await care.admins(event.organisation_id)
+    elif ward_id is not None:
+        users = await care.ward_members(event.organisation_id, ward_id)
+    else:
+        users = []
+    users = [user for user in users if user != event.requested_by]
+    now = uow.clock.now()
+    public = settings.notifications.public_url.rstrip("/")
+    payload = {
+        "link": f"{public}/api/v1/reports/{event.report_id}",
+        "ward": ward_id[:8] if event.scope == "ward" and ward_id else None,
+    }
+    async with Batch(uow.session) as batch:
+        contacts = await batch.recipients(users)
+        rows = []
+        for user_id, contact in contacts.items():
+            address = address_of(contact, "email")
+            if address is None:
+                continue
+            rows.append(
+                delivery_row(
+                    key=f"report:{event.report_id}:{user_id}:email",
+                    organisation_id=event.organisation_id,
+                    alert_id=None,
+                    kind="report_ready",
+                    user_id=user_id,
+                    channel="email",
+                    address=address,
+                    target="report",
+                    now=now,
+                    locale=contact.locale,
+                    raised_at=now,
+                    payload=payload,
+                )
+            )
+        batch.queue(rows)
+    if rows and notifier is not None:
+        uow.after_commit(notifier.deliveries_due)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
 import structlog
+from pydantic import SecretStr
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +55,28 @@ def open_private_file(path: Path, flags: int) -> int:
         os.close(descriptor)
         raise
     return descriptor
+
+
+def link_secret(configured: SecretStr | None, var_dir: Path, name: str) -> bytes:
+    """The key that signs a kind of link: `configured`, or the key file `name` under the key
+    directory, made on first start.
+
+    Every process of a deployment must share it (a link made by one process is opened by
+    another), so a split deployment configures it.
+    """
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    path = var_dir / KEYS / name
+    if not path.exists():
+        make_private_directory(path.parent)
+        try:
+            descriptor = open_private_file(path, os.O_WRONLY | os.O_EXCL)
+        except FileExistsError:
+            pass  # another process of this deployment made it first: use theirs
+        else:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def prepare_data_directory(var_dir: Path, *, sqlite_file: Path | None = None) -> None:

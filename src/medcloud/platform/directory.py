@@ -26,6 +26,22 @@ class DeviceRef:
 
 
 @dataclass(frozen=True)
+class CampaignCard:
+    """A firmware rollout campaign as others see it: how far it went, and how its devices
+    fared."""
+
+    id: str
+    name: str
+    status: str
+    """running, paused, cancelled or completed."""
+    current_wave: int
+    """The wave reached, counted from 0."""
+    waves: int
+    targets: dict[str, int]
+    """Devices by the state of their update (succeeded, failed, pending, …)."""
+
+
+@dataclass(frozen=True)
 class DeviceCard:
     """What another context may show of a device (the FHIR API's Device)."""
 
@@ -91,6 +107,13 @@ class DeviceDirectory(Protocol):
     ) -> list[DeviceCard]:
         """Return up to `limit` of the organisation's devices matching `query`, newest first,
         after a (created_at, id) position."""
+        ...
+
+    async def campaigns(
+        self, organisation_id: str, start: dt.datetime, end: dt.datetime
+    ) -> list[CampaignCard]:
+        """Return the organisation's rollout campaigns that ran in [start, end): created before
+        its end and not finished before its start, oldest first."""
         ...
 
 
@@ -244,6 +267,10 @@ class CareDirectory(Protocol):
         """Return the ids of the active users in the ward's care team (who to tell)."""
         ...
 
+    async def admins(self, organisation_id: str) -> list[str]:
+        """Return the ids of the organisation's active admins (who to tell of its reports)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ReadingQuery:
@@ -271,6 +298,18 @@ class StoredReading:
     at: dt.datetime
     value: float
     patient_id: str | None
+
+
+@dataclass(frozen=True)
+class ReadingBucket:
+    """The readings of one type in one time bucket: their low, high, mean and count."""
+
+    type: str
+    start: dt.datetime
+    low: float
+    high: float
+    mean: float
+    count: int
 
 
 class ReadingHistory(Protocol):
@@ -305,6 +344,23 @@ class ReadingHistory(Protocol):
         """Return the types of reading the device has sent, sorted."""
         ...
 
+    async def buckets(self, query: ReadingQuery, *, bucket_seconds: int) -> list[ReadingBucket]:
+        """Return each type's readings matching `query` (of a patient or a device, between its
+        start and end) folded into buckets of `bucket_seconds` counted from the epoch, oldest
+        first: from the chart rollups where they tile the range."""
+        ...
+
+    async def rejections(
+        self,
+        organisation_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        patients: frozenset[str] | None,
+    ) -> dict[str, int]:
+        """Count what the data-quality gate refused in [start, end) (of these patients only
+        unless None), by what was refused: a measurement type, or the part of the message."""
+        ...
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -324,4 +380,46 @@ class ReadingIntake(Protocol):
         """Store, all or nothing, readings a transport vouches `device` took; return how many
         measurements were new. Raise `Invalid` naming what the gate refused, `Unavailable`
         while the store is backlogged."""
+        ...
+
+
+@dataclass(frozen=True)
+class AlarmFact:
+    """What a report may know of an alarm: when it was raised, answered and escalated."""
+
+    id: str
+    patient_id: str | None
+    priority: str
+    raised_at: dt.datetime
+    acknowledged_at: dt.datetime | None
+    escalations: int
+
+
+@dataclass(frozen=True)
+class ScoreFact:
+    """One NEWS2 score of a patient."""
+
+    patient_id: str
+    scored_at: dt.datetime
+    score: int
+
+
+class AlarmHistory(Protocol):
+    """Read back an organisation's alarms and NEWS2 scores of a period (the reports). The
+    analytics context implements it."""
+
+    async def alarms(
+        self,
+        organisation_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        patients: frozenset[str] | None,
+    ) -> list[AlarmFact]:
+        """Return the alarms raised in [start, end), of these patients only unless None."""
+        ...
+
+    async def scores(
+        self, patient_ids: Sequence[str], start: dt.datetime, end: dt.datetime
+    ) -> list[ScoreFact]:
+        """Return the patients' NEWS2 scores in [start, end), oldest first."""
         ...

@@ -42,6 +42,8 @@ class Action(StrEnum):
     ROSTER_READ = "roster:read"
     INBOX_READ = "inbox:read"
     INTERFACES_MANAGE = "interfaces:manage"
+    REPORTS_READ = "reports:read"
+    REPORTS_GENERATE = "reports:generate"
 
 
 CLINICAL = frozenset(
@@ -60,6 +62,8 @@ CLINICAL = frozenset(
         Action.ROSTER_READ,
         Action.INBOX_READ,
         Action.NOTIFICATION_PREFERENCES,
+        Action.REPORTS_READ,
+        Action.REPORTS_GENERATE,
     }
 )
 
@@ -84,7 +88,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.NOTIFICATION_PREFERENCES,
         }
     ),
-    Role.AUDITOR: frozenset({Action.AUDIT_READ, Action.PROFILE_READ, Action.SCORE_CALCULATE}),
+    # Auditors read the reports the platform made (their figures are its record of a day);
+    # making new ones is clinical work.
+    Role.AUDITOR: frozenset(
+        {Action.AUDIT_READ, Action.PROFILE_READ, Action.SCORE_CALCULATE, Action.REPORTS_READ}
+    ),
 }
 
 DEVICE_PERMISSIONS = frozenset({Action.READINGS_WRITE})

@@ -15,6 +15,7 @@ from medcloud.platform.cache import Cache
 from medcloud.platform.clock import Clock
 from medcloud.platform.db import Database
 from medcloud.platform.directory import (
+    AlarmHistory,
     CareDirectory,
     DeviceDirectory,
     EquipmentRegistry,
@@ -89,6 +90,8 @@ class Runtime:
     equipment: EquipmentRegistry
     patient_registry: PatientRegistry
     objects: ObjectStore
+    alarm_history: AlarmHistory
+    """Alarms and NEWS2 scores of a period, read back (the reports)."""
     rate_limiter: RateLimiter | None = None
     """Requests per caller at the HTTP edge; None when limits are off."""
     services: Services = field(default_factory=lambda: Services())
@@ -129,5 +132,6 @@ class Runtime:
             "patient_registry": self.patient_registry,
             "tokens": self.tokens,
             "objects": self.objects,
+            "alarm_history": self.alarm_history,
             "services": self.services,
         } | self.services.by_name()

@@ -14,7 +14,7 @@ from medcloud.ingest.mqtt import take_telemetry
 from medcloud.ingest.mqtt_messages import ack_body, split_msg_id
 from medcloud.ingest.schemas import IngestResult
 from medcloud.platform.cache import MemoryCache
-from medcloud.platform.directory import DeviceCard, DeviceQuery, DeviceRef
+from medcloud.platform.directory import CampaignCard, DeviceCard, DeviceQuery, DeviceRef
 from medcloud.platform.errors import FieldError, Invalid
 from medcloud.platform.metrics import Metrics
 from medcloud.platform.mqtt_workers import worker_acls
@@ -97,6 +97,14 @@ class CountingDirectory:
         limit: int,  # noqa: ARG002
         after: tuple[dt.datetime, str] | None,  # noqa: ARG002
     ) -> list[DeviceCard]:
+        return []
+
+    async def campaigns(
+        self,
+        organisation_id: str,  # noqa: ARG002
+        start: dt.datetime,  # noqa: ARG002
+        end: dt.datetime,  # noqa: ARG002
+    ) -> list[CampaignCard]:
         return []
 
 

@@ -47,7 +47,10 @@ def test_subjects_and_sms_carry_only_priority_ward_bed_and_link(kind: str, local
     for short in (rendered.subject, rendered.sms):
         for private in ("heart", "Herz", "carol", ACK_LINK, "2026"):
             assert private not in short
-    if kind != "channel_down":
+    if kind == "report_ready":
+        # A report is of a ward (or a whole organisation), never of a bed.
+        assert "3B" in rendered.subject and "12" not in rendered.subject
+    elif kind != "channel_down":
         assert "3B" in rendered.subject and "12" in rendered.subject
 
 

@@ -46,9 +46,10 @@ format: $(STAMP)
 # an eventual condition, so a third worker fills the cores the other two leave idle.
 TEST_WORKERS ?= 3
 
-# The README's tour, which the suite runs, calls curl and jq; the split topology runs nginx.
+# The README's tour, which the suite runs, calls curl and jq; the split topology runs nginx;
+# the dashboard's browser tests drive Debian's Chromium.
 # RUNLEVEL=1 keeps the package from starting a system-wide nginx on port 80 as it installs.
-TOOLS := curl jq nginx
+TOOLS := curl jq nginx chromium
 tools:
 	@missing="$$(for t in $(TOOLS); do PATH="$$PATH:/usr/sbin" command -v $$t >/dev/null || echo $$t; done)"; \
 	if [ -n "$$missing" ]; then \

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from medcloud import __version__
+from medcloud import __version__, web
 from medcloud.bootstrap import ALL_CONTEXTS, Lifecycle, bootstrap, load_contexts
 from medcloud.config import Settings
 from medcloud.platform import contract, ops
@@ -67,6 +67,10 @@ def create_app(
     app.include_router(ops.router)
     contract.install(app)
     app.include_router(ops.docs_router)
+    if web.NEEDS <= {context.name for context in selected}:
+        # Last, so that no page can take a request meant for the API; the pages call the API
+        # in-process, so only a process serving the contexts they read mounts them.
+        web.install(app)
     if runtime.rate_limiter is not None:
         # Innermost: a refusal is stamped, logged and given CORS headers like any answer, and
         # preflights, which CORS answers itself, spend nothing.

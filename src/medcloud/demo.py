@@ -25,6 +25,9 @@ from medcloud.config import MllpSettings, NotificationSettings, RateLimitSetting
 from medcloud.platform.logging import configure_logging
 
 REPORT_EVERY_SECONDS = 5.0
+DEMO_WARD = "Ward 7"
+FIRST_REPORT_AFTER_SECONDS = 14.0
+"""Long enough for the simulated monitors' first alarm (after 10 s), so the report has one."""
 
 
 class _DemoServer(uvicorn.Server):
@@ -92,6 +95,7 @@ async def run_demo(
         await asyncio.sleep(0.05)
     out = Console()
     out.print(f"[bold green]medcloud demo[/] ready in {time.monotonic() - started:.1f} s at {base}")
+    out.print(f"  dashboard: {base}/  (sign in as the admin below)")
     out.print(f"  admin:    {admin_email}")
     out.print(f"  password: {admin_password}")
     out.print(f"  API docs: {base}/docs   metrics: {base}/metrics   readiness: {base}/ready")
@@ -115,8 +119,16 @@ async def run_demo(
         out.print(f"  mailbox:  {maildir} (a Maildir: `mutt -f {maildir}` opens it)")
         out.print(f"  live:     curl -N -H 'Authorization: Bearer …' {base}/api/v1/alerts/stream")
         out.print(f"  HL7 v2:   MLLP on 127.0.0.1:{mllp_port} (PCD-01 ORU^R01, ADT A01/A04/A08)")
-        fleet = await simulator.register_fleet(client, token, devices, prefix="DEMO")
-        out.print(f"  streaming vitals from {len(fleet)} simulated monitors, 1 reading/s each\n")
+        ward = await client.post("/api/v1/wards", json={"name": DEMO_WARD}, headers=headers)
+        ward.raise_for_status()
+        fleet = await simulator.register_fleet(
+            client, token, devices, prefix="DEMO", ward_id=ward.json()["id"]
+        )
+        out.print(
+            f"  streaming vitals from {len(fleet)} simulated monitors on {DEMO_WARD}, "
+            "1 reading/s each\n"
+        )
+        reported = asyncio.create_task(_first_report(client, headers, ward.json()["id"], out))
         live = asyncio.create_task(_follow_stream(base, headers, out))
         streaming = asyncio.create_task(
             simulator.stream(
@@ -143,9 +155,9 @@ async def run_demo(
                 await _report(client, headers, fleet, shown, out)
                 _report_mail(maildir, mailed, out)
         finally:
-            for task in (streaming, live, stopped):
+            for task in (streaming, live, stopped, reported):
                 task.cancel()
-            await asyncio.gather(streaming, live, stopped, return_exceptions=True)
+            await asyncio.gather(streaming, live, stopped, reported, return_exceptions=True)
     server.should_exit = True
     await serving
     if stopping.is_set():
@@ -172,6 +184,24 @@ async def _on_call(client: httpx.AsyncClient, headers: dict[str, str], email: st
         headers=headers,
     )
     response.raise_for_status()
+
+
+async def _first_report(
+    client: httpx.AsyncClient, headers: dict[str, str], ward_id: str, out: Console
+) -> None:
+    """Once the ward has a little history, report on its day so far, as a nurse would ask."""
+    await asyncio.sleep(FIRST_REPORT_AFTER_SECONDS)
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    response = await client.post(
+        "/api/v1/reports",
+        json={"scope": "ward", "ward_id": ward_id, "patient_id": None, "day": day},
+        headers=headers,
+    )
+    response.raise_for_status()
+    out.print(
+        f"[bold blue]REPORT[/] {DEMO_WARD}, {day}: PDF, CSV and FHIR Bundle on the dashboard's "
+        "reports page (POST /api/v1/reports)"
+    )
 
 
 async def _follow_stream(base: str, headers: dict[str, str], out: Console) -> None:

@@ -137,10 +137,11 @@ async def register_fleet(
     manufacturer: str = "medcloud simulator",
     firmware_version: str | None = None,
     patients: bool = True,
+    ward_id: str | None = None,
 ) -> list[SimulatedDevice]:
     """Register `count` simulated monitors (serials are unique per run unless `prefix` is given).
 
-    With `patients`, each is assigned to a simulated patient of its own.
+    With `patients`, each is assigned to a simulated patient of its own, in `ward_id` if given.
     """
     prefix = prefix or f"SIM-{int(time.time())}"
     devices = []
@@ -157,6 +158,7 @@ async def register_fleet(
                     "family_name": "Simulated",
                     "given_name": f"Patient {index + 1}",
                     "birth_date": "1950-01-01",
+                    "ward_id": ward_id,
                 },
                 headers=headers,
             )

@@ -115,6 +115,7 @@ CONFIG_BASE: dict[str, Any] = {
     "operations": [
         # The stream never ends by itself: half a second of it is enough to judge.
         {"include-name": "GET /api/v1/alerts/stream", "request-timeout": 0.5},
+        {"include-name": "GET /api/v1/readings/latest/{patient_id}/stream", "request-timeout": 0.5},
         # /users/me is also /users/{user_id} with the id "me": routing sends a PATCH there
         # (404, no such user), so its Allow names PATCH, which this path's item does not.
         {

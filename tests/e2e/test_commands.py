@@ -172,6 +172,8 @@ def test_the_demo_shows_readings_and_a_heart_rate_alert_within_a_minute(tmp_path
     assert "password:" in out
     assert "latest readings" in out
     assert "ALARM high heart_rate_" in out
+    assert "dashboard: http://127.0.0.1:" in out
+    assert "REPORT Ward 7" in out
     # Every other command finds what the demo wrote: ./var, as for `medcloud serve`.
     verified = subprocess.run(
         [sys.executable, "-m", "medcloud.cli", "audit", "verify"],

@@ -4,6 +4,7 @@ sends: one well-formed request per route, filled with the ids of one organisatio
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import re
@@ -26,7 +27,7 @@ from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.support.cast import FIRMWARE_PAYLOAD
 from tests.support.client import HEALTHY_NEWS2, reading
-from tests.support.estate import ID_KEYS, Estate, patient_rule, shift
+from tests.support.estate import ID_KEYS, NOT_IDS, Estate, patient_rule, shift
 
 # Routes anyone may call without a token. Each is here for a reason; nothing else is.
 PUBLIC = {
@@ -47,6 +48,9 @@ PUBLIC = {
     ("GET", "/api/v1/notifications/acknowledge"),
     ("POST", "/api/v1/notifications/acknowledge"),
     ("POST", "/api/v1/notifications/sms/status"),
+    # A report's file, for whoever holds the expiring link signed for it (mailed, or handed out
+    # with the report to a user who may read it).
+    ("GET", "/api/v1/reports/{report_id}/files/{file_format}"),
     # FHIR servers describe themselves to anyone (R4 http.html#capabilities).
     ("GET", "/fhir/r4/metadata"),
     # The API's own documentation (operators only in the production profile).
@@ -63,8 +67,12 @@ DEVICE_ROUTES = {
     ("POST", "/api/v1/devices/{device_id}/firmware/progress"),
 }
 # Streams never end by themselves: only their refusals are checked here (what a stream shows
-# whom is tested in tests/integration/notifications/test_stream.py).
-STREAMS = {("GET", "/api/v1/alerts/stream")}
+# whom is tested in tests/integration/notifications/test_stream.py and
+# tests/integration/ingest/test_live_readings.py).
+STREAMS = {
+    ("GET", "/api/v1/alerts/stream"),
+    ("GET", "/api/v1/readings/latest/{patient_id}/stream"),
+}
 # Opening another ward's patient for a while is what breaking the glass is for.
 WARD_EXEMPT = {("POST", "/api/v1/patients/{patient_id}/break-glass")}
 
@@ -194,6 +202,11 @@ BODIES: dict[tuple[str, str], Callable[[Estate], Any]] = {
         "fallback_email": "switchboard@ward.example"
     },
     ("POST", "/api/v1/webhooks"): lambda _e: {"url": "https://hooks.ehr.example/probe"},
+    ("POST", "/api/v1/reports"): lambda e: {
+        "scope": "patient",
+        "patient_id": e.ids["patient_id"],
+        "day": dt.datetime.now(dt.UTC).date().isoformat(),
+    },
     ("POST", "/api/v1/hl7/interfaces"): lambda _e: {
         "name": f"Gateway {unique()}",
         "sending_application": "PROBEGW",
@@ -315,7 +328,7 @@ def probes(endpoint: Endpoint, estate: Estate, ids: dict[str, str] | None = None
     path = endpoint.path.format(**{name: values[name] for name in endpoint.path_params})
     make = BODIES.get(endpoint.key)
     body = make(estate) if make is not None else None
-    named = set(values.values()) - {values["version"]}
+    named = {value for key, value in values.items() if key not in NOT_IDS}
     body_names = body is not None and any(value in json.dumps(body) for value in named)
     in_path = bool(endpoint.path_params)
     filters = [f"{p}={values[p]}" for p in endpoint.query_params if p in OBJECT_FILTERS]

@@ -12,7 +12,7 @@ import medcloud
 SRC = Path(medcloud.__file__).parent
 # Not contexts: the kernel every context stands on, and the two that stand on all of them, the
 # serverless functions and the gateway (the edge's configuration, read from every router).
-OUTSIDE = ("platform", "functions", "gateway")
+OUTSIDE = ("platform", "functions", "gateway", "web")
 CONTEXTS = sorted(
     p.name
     for p in SRC.iterdir()

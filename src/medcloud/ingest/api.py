@@ -6,6 +6,7 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from medcloud.ingest import queries
@@ -196,6 +197,35 @@ async def latest_readings(
             principal=principal,
             patient_id=patient_id,
         )
+    )
+
+
+@router.get(
+    "/readings/latest/{patient_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def latest_readings_stream(
+    patient_id: str,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: Annotated[UserPrincipal, Authorize(Action.READINGS_READ)],
+) -> StreamingResponse:
+    """A patient's newer values as Server-Sent Events (`reading`, as in `latest`), for a live
+    chart: audited once when opened, and ended (`ended`) when the patient leaves the user's
+    care."""
+    events = await queries.latest_stream(
+        uow=uow,
+        sessions=runtime.read_sessions,
+        patients=runtime.patients,
+        care=runtime.care,
+        principal=principal,
+        patient_id=patient_id,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 

@@ -7,9 +7,12 @@ different reasons: these answer users and never write a reading.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
+from collections.abc import AsyncIterator, Sequence
 
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from medcloud.config import Settings
@@ -38,6 +41,13 @@ from medcloud.platform.policy import (
 )
 from medcloud.platform.security import Role, UserPrincipal
 from medcloud.platform.uow import UnitOfWork
+
+LIVE_POLL_SECONDS = 1.0
+"""How often a live stream looks for newer readings: a new value reaches the chart within it."""
+HEARTBEAT_SECONDS = 15.0
+"""A quiet stream sends a comment this often, so proxies keep it open."""
+
+_LATEST = TypeAdapter(LatestReading)
 
 Sessions = async_sessionmaker[AsyncSession]
 """Where the reads go: the read replica's sessions when one is configured (they may lag)."""
@@ -182,6 +192,27 @@ def chart_bucket(seconds: int) -> int:
     return seconds
 
 
+async def _patient_in_scope(
+    patients: PatientDirectory, care: CareDirectory, principal: UserPrincipal, patient_id: str
+) -> None:
+    """Refuse (404) a patient the user does not care for."""
+    patient = await patients.get(patient_id)
+    if patient is None:
+        raise NotFound("patient not found")
+    ensure_same_organisation(principal, patient.organisation_id, "patient")
+    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+    ensure_in_care_scope(scope, patient_id, "patient")
+
+
+def _latest_items(found: Sequence[repository.Latest]) -> list[LatestReading]:
+    return [
+        LatestReading(
+            type=r.type, value=r.value, unit=r.unit, timestamp=r.timestamp, device_id=r.device_id
+        )
+        for r in found
+    ]
+
+
 async def latest_readings(
     *,
     uow: UnitOfWork,
@@ -193,31 +224,69 @@ async def latest_readings(
 ) -> LatestReadings:
     """Return a patient's newest value of every measurement type, to a user caring for them
     (audited)."""
-    patient = await patients.get(patient_id)
-    if patient is None:
-        raise NotFound("patient not found")
-    ensure_same_organisation(principal, patient.organisation_id, "patient")
-    scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
-    ensure_in_care_scope(scope, patient_id, "patient")
+    await _patient_in_scope(patients, care, principal, patient_id)
     async with replica() as session:
         found = await repository.latest_per_type(
             session, principal.organisation_id, patient_id, sorted(CATALOGUE)
         )
     detail: dict[str, int | str] = {"count": len(found), "view": "latest"}
     await _audit_readings_read(uow, principal, ("patient", patient_id), patient_id, detail)
-    return LatestReadings(
-        patient_id=patient_id,
-        items=[
-            LatestReading(
-                type=r.type,
-                value=r.value,
-                unit=r.unit,
-                timestamp=r.timestamp,
-                device_id=r.device_id,
+    return LatestReadings(patient_id=patient_id, items=_latest_items(found))
+
+
+async def latest_stream(
+    *,
+    uow: UnitOfWork,
+    sessions: Sessions,
+    patients: PatientDirectory,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    patient_id: str,
+    poll_seconds: float = LIVE_POLL_SECONDS,
+) -> AsyncIterator[str]:
+    """Open a patient's live readings for a user caring for them: refuse now (404) or return
+    Server-Sent Events, a `reading` for each newer value of a type, as a bedside chart draws.
+
+    The stream is audited once, when opened, not on every pass as polling `latest` would be.
+    The care scope is read again on every pass: a nurse moved off the ward stops receiving at
+    once (an `ended` event). Fresh reads, not the replica's: a live chart shows what was stored.
+    """
+    await _patient_in_scope(patients, care, principal, patient_id)
+    detail: dict[str, int | str] = {"view": "latest-stream"}
+    await _audit_readings_read(uow, principal, ("patient", patient_id), patient_id, detail)
+    return _latest_events(sessions, care, principal, patient_id, poll_seconds)
+
+
+async def _latest_events(
+    sessions: Sessions,
+    care: CareDirectory,
+    principal: UserPrincipal,
+    patient_id: str,
+    poll_seconds: float,
+) -> AsyncIterator[str]:
+    seen: dict[str, dt.datetime] = {}
+    quiet = 0.0
+    yield "retry: 2000\n\n"
+    while True:
+        scope = await care.scope(principal.user_id, principal.organisation_id, principal.role.value)
+        if not scope.allows(patient_id):
+            yield 'event: ended\ndata: {"status": 404}\n\n'
+            return
+        async with sessions() as session:
+            found = await repository.latest_per_type(
+                session, principal.organisation_id, patient_id, sorted(CATALOGUE)
             )
-            for r in found
-        ],
-    )
+        fresh = [i for i in _latest_items(found) if seen.get(i["type"]) != i["timestamp"]]
+        for item in fresh:
+            seen[item["type"]] = item["timestamp"]
+            yield f"event: reading\ndata: {_LATEST.dump_json(item).decode()}\n\n"
+        if fresh:
+            quiet = 0.0
+        elif quiet >= HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(poll_seconds)
+        quiet += poll_seconds
 
 
 async def list_quarantine(

@@ -10,6 +10,7 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import cookie_parser
 from starlette.types import Scope
 
 from medcloud.config import Settings
@@ -20,6 +21,7 @@ from medcloud.platform.policy import Action, authorize
 from medcloud.platform.revocation import ensure_not_revoked
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.security import (
+    ACCESS_COOKIE,
     DEVICE_TOKEN_PREFIX,
     DevicePrincipal,
     Principal,
@@ -116,6 +118,8 @@ async def edge_principal(runtime: Runtime, scope: Scope) -> Principal | None:
     this answer, or raises its error, rather than asking again."""
     authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
     token = _bearer_token(authorization.decode("latin-1"))
+    if token is None and not scope["path"].startswith(("/api/", "/fhir/")):
+        token = _cookie(scope, ACCESS_COOKIE)  # a dashboard page is its user's request
     if token is None:
         return None
     state = scope.setdefault("state", {})
@@ -137,6 +141,13 @@ async def _authenticated(request: Request, runtime: Runtime, token: str) -> Prin
     if isinstance(answer[1], Exception):
         raise answer[1]
     return answer[1]
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    cookies = [v for k, v in scope["headers"] if k == b"cookie"]
+    if not cookies:
+        return None
+    return cookie_parser(b"; ".join(cookies).decode("latin-1")).get(name)
 
 
 def _bearer_token(authorization: str) -> str | None:

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medcloud.config import RateLimitSettings, Settings
 from medcloud.platform.clock import Clock, SystemTimer, Timer
 from medcloud.platform.errors import TooManyRequests, problem_response
-from medcloud.platform.security import DevicePrincipal, Principal, UserPrincipal
+from medcloud.platform.security import IN_PROCESS, DevicePrincipal, Principal, UserPrincipal
 
 log = structlog.get_logger(__name__)
 
@@ -344,7 +344,7 @@ class RateLimitMiddleware:
         self.unlimited = frozenset(unlimited)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.unlimited:
+        if scope["type"] != "http" or scope["path"] in self.unlimited or scope.get(IN_PROCESS):
             await self.app(scope, receive, send)
             return
         principal = await self.identify(scope)

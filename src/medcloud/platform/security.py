@@ -33,6 +33,14 @@ from medcloud.platform.errors import Unauthorized
 DEVICE_TOKEN_PREFIX = "mcd_"  # noqa: S105  (a prefix, not a secret)
 ALGORITHM = "EdDSA"
 CLOCK_LEEWAY_SECONDS = 30  # tolerated skew between the issuing and the verifying host
+ACCESS_COOKIE = "medcloud_access"
+"""The dashboard's cookie holding a user's access token. API routes never read it (a cookie is
+sent by the browser on its own, so it would open them to cross-site requests); the edge reads
+it only to count a page against its user's rate limit."""
+IN_PROCESS = "medcloud.in_process"
+"""ASGI scope key set on a request the app makes to itself (the dashboard's API calls). No
+header maps to a scope key, so only this process can set it: the edge trusts it not to count
+a page's sub-requests, whose page it counted already."""
 
 
 class Role(StrEnum):

@@ -4,55 +4,19 @@ list (a nurse sees her ward's alarms only), resumable with Last-Event-ID."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import orjson
 import pytest
-import uvicorn
 
-from medcloud.app import create_app
 from medcloud.config import Settings
 from medcloud.notifications.mailbox import LocalMailbox
 from tests.integration.notifications.conftest import notification_settings, roster
 from tests.support.cast import build_cast
 from tests.support.client import Api, bearer, reading
-from tests.support.waiting import until_true
+from tests.support.streams import read_events, serving
 
 STREAM = "/api/v1/alerts/stream"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Api]:
-    """Serve medcloud on a free port with uvicorn, as in production, and yield a client."""
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-
-    def listening() -> bool:
-        if task.done() and not server.started:
-            task.result()  # raise why it stopped, if it says
-            raise AssertionError("uvicorn stopped before it started listening")
-        return bool(server.started)
-
-    await until_true(listening, what="uvicorn to listen", timeout=30, interval=0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield Api(http=http, app=app)
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def events(
@@ -66,27 +30,7 @@ async def events(
     """Read `count` events (comments and the opening position skipped) from a new stream;
     set `opened` once the stream has sent its first line, its starting position fixed."""
     headers = bearer(token) | ({"Last-Event-ID": last_event_id} if last_event_id else {})
-    found: list[dict[str, Any]] = []
-    async with api.http.stream("GET", STREAM, headers=headers) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        event: dict[str, Any] = {}
-        async for line in response.aiter_lines():
-            if opened is not None:
-                opened.set()
-            if line.startswith("id: "):
-                event["id"] = line[4:]
-            elif line.startswith("event: "):
-                event["event"] = line[7:]
-            elif line.startswith("data: "):
-                event["data"] = orjson.loads(line[6:])
-            elif line == "":
-                if "event" in event:
-                    found.append(event)
-                    if len(found) == count:
-                        return found
-                event = {}
-    return found
+    return await read_events(api, STREAM, headers, count=count, opened=opened)
 
 
 @pytest.fixture

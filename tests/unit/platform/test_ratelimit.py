@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from medcloud.config import RateLimitSettings
@@ -25,7 +25,13 @@ from medcloud.platform.ratelimit import (
     Tier,
     address_key,
 )
-from medcloud.platform.security import DevicePrincipal, Principal, Role, UserPrincipal
+from medcloud.platform.security import (
+    IN_PROCESS,
+    DevicePrincipal,
+    Principal,
+    Role,
+    UserPrincipal,
+)
 
 # A quarter past the minute, half past the hour.
 START = dt.datetime(2030, 5, 6, 7, 30, 15, tzinfo=dt.UTC)
@@ -267,6 +273,27 @@ async def test_the_edge_refuses_a_caller_over_its_limit_with_problem_json() -> N
     assert refused.headers["ratelimit-policy"] == '"minute";q=2;w=60'
     assert refused.json()["type"] == "https://medcloud.dev/problems/too-many-requests"
     assert refused.json()["instance"] == "/api/v1/users/me"
+
+
+async def test_the_app_calling_itself_spends_nothing_of_the_page_it_serves() -> None:
+    # A dashboard page is counted once; the API calls it makes to itself in-process carry a
+    # scope key no HTTP request can, and are not counted again.
+    limits = limiter(FrozenClock(START), default="1/minute")
+    app = edge(limits, {"alice": ALICE})
+
+    async def in_process(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, IN_PROCESS: True}, receive, send)
+
+    alice = {"Authorization": "Bearer alice"}
+    async with client(app) as http:
+        assert (await http.get("/patients/p-1", headers=alice)).status_code == 200
+        transport = httpx.ASGITransport(app=in_process)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as itself:
+            for _ in range(3):
+                assert (await itself.get("/api/v1/users/me", headers=alice)).status_code == 200
+        # A header of that name is no scope key: from outside, alice's budget is spent.
+        forged = await http.get("/api/v1/users/me", headers=alice | {IN_PROCESS: "1"})
+        assert forged.status_code == 429
 
 
 async def test_the_edge_counts_anonymous_calls_per_address_and_leaves_health_alone() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -24,18 +25,23 @@ def stream_of(patient_id: str) -> str:
     return f"/api/v1/readings/latest/{patient_id}/stream"
 
 
+async def ninas_stream_of_peter(
+    api: Api, cast: Cast, *, count: int
+) -> asyncio.Task[list[dict[str, Any]]]:
+    """Nina (Cardiology) opens Peter's live readings; return the task reading `count` events,
+    once the stream has started (it shows what is stored from then on)."""
+    opened = asyncio.Event()
+    path, token = stream_of(cast.patients["peter"]["id"]), cast.tokens["nina_nurse"]
+    task = asyncio.create_task(read_events(api, path, bearer(token), count=count, opened=opened))
+    await asyncio.wait_for(opened.wait(), 20)
+    return task
+
+
 async def test_a_nurse_sees_her_patients_new_readings_as_they_are_stored(
     live: tuple[Api, Cast],
 ) -> None:
     api, cast = live
-    peter = cast.patients["peter"]["id"]
-    opened = asyncio.Event()
-    nina = asyncio.create_task(
-        read_events(
-            api, stream_of(peter), bearer(cast.tokens["nina_nurse"]), count=2, opened=opened
-        )
-    )
-    await asyncio.wait_for(opened.wait(), 20)
+    nina = await ninas_stream_of_peter(api, cast, count=2)
     sent = await api.send(cast.devices["peters_oximeter"], reading(heart_rate=88, spo2=97))
     assert sent.status_code == 201, sent.text
     events = await asyncio.wait_for(nina, 20)
@@ -51,13 +57,7 @@ async def test_the_stream_ends_when_the_patient_leaves_the_users_care(
 ) -> None:
     api, cast = live
     peter = cast.patients["peter"]["id"]
-    opened = asyncio.Event()
-    nina = asyncio.create_task(
-        read_events(
-            api, stream_of(peter), bearer(cast.tokens["nina_nurse"]), count=1, opened=opened
-        )
-    )
-    await asyncio.wait_for(opened.wait(), 20)
+    nina = await ninas_stream_of_peter(api, cast, count=1)
     moved = await api.http.patch(
         f"/api/v1/patients/{peter}",
         json={"ward_id": cast.wards["oncology"]},

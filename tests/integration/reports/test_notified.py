@@ -10,6 +10,7 @@ import pytest
 from medcloud.config import Settings
 from medcloud.notifications.mailbox import LocalMailbox
 from tests.integration.analytics.helpers import runtime
+from tests.integration.notifications import conftest as notifications
 from tests.integration.notifications.conftest import (
     EMAILS,
     notification_settings,
@@ -21,15 +22,7 @@ from tests.integration.reports.test_daily import backfill, daily, past_assignmen
 from tests.support.cast import Cast
 from tests.support.client import Api, now, running
 
-
-@pytest.fixture
-async def mailbox() -> AsyncIterator[LocalMailbox]:
-    box = LocalMailbox()
-    await box.start()
-    try:
-        yield box
-    finally:
-        await box.stop()
+mailbox = notifications.mailbox  # the fixture: a real SMTP server the deployment mails
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ async def furnish(
     ids |= await _alarm_and_rule(api, cast, headers, device, ids)
     ids |= await _inbox_item(api, cast.auth(clinician))
     ids |= await _observation(api, cast.devices[device])
-    ids |= await _report(api, cast.auth(clinician), ids["patient_id"])
+    ids |= await patients_report(api, cast.auth(clinician), ids["patient_id"])
     made = firmware_objects or await firmware(api, cast.tokens[admin], cast.devices[device])
     ids |= {
         "model_id": made["model_id"],
@@ -248,7 +248,7 @@ async def _observation(api: Api, device: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def _report(api: Api, headers: dict[str, str], patient_id: str) -> dict[str, str]:
+async def patients_report(api: Api, headers: dict[str, str], patient_id: str) -> dict[str, str]:
     """Today's report of the patient, made by the clinician who cares for them."""
     made = await api.http.post(
         "/api/v1/reports",

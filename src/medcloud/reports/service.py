@@ -286,7 +286,18 @@ async def create_report(
     now = uow.clock.now()
     if body.day > now.date():
         raise Invalid("the day has not begun", errors=[FieldError("body.day", "a future day")])
-    await _ensure_may_read(sources, principal, subject)
+    try:
+        await _ensure_may_read(sources, principal, subject)
+    except OutOfScope:
+        raise
+    except NotFound:
+        # A ward or patient the body names that the organisation does not have, as for any
+        # other field naming an object; one outside the user's care stays a 404.
+        field = "ward_id" if subject.scope is Scope.WARD else "patient_id"
+        raise Invalid(
+            f"no such {field.removesuffix('_id')} in your organisation",
+            errors=[FieldError(f"body.{field}", "not found")],
+        ) from None
     facts, summary = await _make(sources, subject, body.day, trigger=Trigger.ON_DEMAND, now=now)
     async with uow:
         row = _record(uow, facts, summary, requested_by=principal.user_id, daily_key=None)

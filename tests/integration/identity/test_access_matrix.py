@@ -25,10 +25,15 @@ from medcloud.platform.policy import ROLE_PERMISSIONS, Action
 from medcloud.platform.security import Role
 from tests.security.routes import DEVICE_ROUTES, PUBLIC, STREAMS, actions_of, walk
 from tests.support.cast import Cast
-from tests.support.client import HEALTHY_NEWS2, Api, eventually, now, reading
+from tests.support.client import HEALTHY_NEWS2, Api, bearer, eventually, now, reading
+from tests.support.estate import patients_report
 
 # Routes whose sample body names an object of St Mary's (a user to put on call).
-NAMES_OURS = {("POST", "/api/v1/on-call"), ("POST", "/api/v1/alarm-rules")}
+NAMES_OURS = {
+    ("POST", "/api/v1/on-call"),
+    ("POST", "/api/v1/alarm-rules"),
+    ("POST", "/api/v1/reports"),
+}
 # Searches that need a parameter naming their object, filled like a path's.
 QUERIES = {
     ("GET", "/fhir/r4/Observation"): "?patient=Patient/{patient_id}",
@@ -66,6 +71,12 @@ BODIES: dict[tuple[str, str], Callable[[Cast], Any]] = {
         "birth_date": "1990-01-01",
     },
     ("PATCH", "/api/v1/patients/{patient_id}"): lambda c: {"ward_id": c.wards["cardiology"]},
+    ("POST", "/api/v1/reports"): lambda c: {
+        "scope": "ward",
+        "ward_id": c.wards["cardiology"],
+        "patient_id": None,
+        "day": dt.datetime.now(dt.UTC).date().isoformat(),
+    },
     ("POST", "/api/v1/patients/{patient_id}/break-glass"): lambda _c: {
         "reason": "covering an emergency on this ward"
     },
@@ -330,6 +341,9 @@ async def test_every_route_is_covered_by_the_access_matrix(api: Api, cast: Cast)
     cast.ids |= await peters_alarm_and_rule(api, cast)
     cast.ids |= await carols_inbox_item(api, cast)
     cast.ids |= await peters_observation(api, cast)
+    cast.ids |= await patients_report(
+        api, bearer(cast.tokens["carol_clinician"]), cast.patients["peter"]["id"]
+    )
     table = endpoints(api.app)
     documented = {
         (method.upper(), path)

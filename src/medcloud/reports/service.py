@@ -40,7 +40,6 @@ from medcloud.reports import figures, links, repository
 from medcloud.reports.events import ReportGenerated
 from medcloud.reports.exports import ReportFacts, render_csv, render_fhir
 from medcloud.reports.models import Report
-from medcloud.reports.pdf import render_pdf
 from medcloud.reports.schedule import Schedule, due_days
 from medcloud.reports.schemas import (
     DailyRun,
@@ -201,6 +200,11 @@ def summarise(gathered: Gathered, day: dt.date) -> ReportSummary:
 
 def render(facts: ReportFacts, summary: ReportSummary) -> dict[FileFormat, bytes]:
     """Render every file of the report (CPU work: run it off the event loop)."""
+    # Imported here: matplotlib and reportlab take a second to import, and matplotlib builds a
+    # font cache on its first use. Every process that imports the contexts would pay for it,
+    # though only the one making a report needs them.
+    from medcloud.reports.pdf import render_pdf
+
     return {
         FileFormat.PDF: render_pdf(facts, summary),
         FileFormat.CSV: render_csv(facts, summary),

@@ -24,7 +24,7 @@ FILE_CONTENT: dict[str, Any] = {media_type: {} for media_type in service.MEDIA_T
     "/api/v1/reports",
     response_model=ReportRead,
     status_code=201,
-    responses={404: {"description": "The ward or patient named is none the caller may know of."}},
+    responses={404: {"description": "The ward or patient named is outside the caller's care."}},
 )
 async def create_report(
     body: ReportCreate, principal: Generator, uow: UowDep, runtime: RuntimeDep

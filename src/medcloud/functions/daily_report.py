@@ -14,7 +14,7 @@ from typing import Any
 
 from medcloud.bootstrap import bootstrap
 from medcloud.config import Settings
-from medcloud.reports.service import run_once
+from medcloud.reports.daily import run_once
 
 
 async def make_reports(settings: Settings) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from medcloud.platform.context import Context
 from medcloud.reports.api import router
+from medcloud.reports.daily import daily_reports
 from medcloud.reports.handlers import SUBSCRIPTIONS
-from medcloud.reports.service import daily_reports
 
 CONTEXT = Context(
     name="reports",

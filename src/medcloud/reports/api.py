@@ -11,13 +11,14 @@ from medcloud.platform.http import Authorize, ListDep, RuntimeDep, UowDep
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
 from medcloud.reports import service
+from medcloud.reports.making import MEDIA_TYPES, runtime_sources
 from medcloud.reports.schemas import FileFormat, ReportCreate, ReportPage, ReportQuery, ReportRead
 
 router = APIRouter(tags=["reports"])
 
 Reader = Annotated[UserPrincipal, Authorize(Action.REPORTS_READ)]
 Generator = Annotated[UserPrincipal, Authorize(Action.REPORTS_GENERATE)]
-FILE_CONTENT: dict[str, Any] = {media_type: {} for media_type in service.MEDIA_TYPES.values()}
+FILE_CONTENT: dict[str, Any] = {media_type: {} for media_type in MEDIA_TYPES.values()}
 
 
 @router.post(
@@ -31,7 +32,7 @@ async def create_report(
 ) -> ReportRead:
     """Make a report of one UTC day now: its figures, and links to its PDF, CSV and FHIR."""
     return await service.create_report(
-        uow=uow, sources=service.runtime_sources(runtime), principal=principal, body=body
+        uow=uow, sources=runtime_sources(runtime), principal=principal, body=body
     )
 
 
@@ -42,7 +43,7 @@ async def list_reports(
     """List the reports the user may read, newest first."""
     return await service.list_reports(
         session=session,
-        sources=service.runtime_sources(runtime),
+        sources=runtime_sources(runtime),
         principal=principal,
         query=query,
         now=runtime.clock.now(),
@@ -55,7 +56,7 @@ async def get_report(
 ) -> ReportRead:
     """Return a report, its figures and fresh download links."""
     return await service.get_report(
-        uow=uow, sources=service.runtime_sources(runtime), principal=principal, report_id=report_id
+        uow=uow, sources=runtime_sources(runtime), principal=principal, report_id=report_id
     )
 
 
@@ -75,7 +76,7 @@ async def download_report(
     """Send a report's file to whoever holds a valid, unexpired signed link."""
     found = await service.download(
         uow=uow,
-        sources=service.runtime_sources(runtime),
+        sources=runtime_sources(runtime),
         report_id=report_id,
         file_format=file_format,
         expires=expires,

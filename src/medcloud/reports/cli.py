@@ -27,8 +27,8 @@ def daily(
     """Make the daily reports once; safe alongside running schedulers and other runs."""
     from medcloud.bootstrap import bootstrap
     from medcloud.config import Settings
+    from medcloud.reports.daily import run_once
     from medcloud.reports.schemas import DailyRun
-    from medcloud.reports.service import run_once
 
     try:
         asked = dt.date.fromisoformat(day) if day else None

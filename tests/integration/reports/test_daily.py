@@ -14,9 +14,9 @@ from medcloud.config import Settings
 from medcloud.functions.daily_report import make_reports
 from medcloud.platform.runtime import Runtime
 from medcloud.reports import repository
+from medcloud.reports.daily import run_once
 from medcloud.reports.models import Report, ReportWatermark
 from medcloud.reports.schemas import DailyRun
-from medcloud.reports.service import run_once
 from tests.integration.analytics.helpers import runtime
 from tests.support.cast import Cast
 from tests.support.client import Api, bearer, now, reading

@@ -136,7 +136,7 @@ def bootstrap(
     )
 
     def uow() -> UnitOfWork:
-        return UnitOfWork(write_sessions, clock=clock, on_commit=relay.committed)
+        return UnitOfWork(write_sessions, clock=clock, relay=relay)
 
     return Runtime(
         settings=settings,

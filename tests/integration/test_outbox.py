@@ -18,6 +18,7 @@ from medcloud.config import Settings
 from medcloud.platform.bus import Bus, Consumer, Subscription
 from medcloud.platform.events import Envelope, Event
 from medcloud.platform.models import DeadLetter, OutboxMessage
+from medcloud.platform.outbox import OWN_LEASE
 from medcloud.platform.runtime import Runtime
 from medcloud.platform.uow import UnitOfWork
 from tests.support.client import eventually
@@ -38,6 +39,8 @@ class UnreliableBus:
     down: bool = False
     fail_after_publish: int = 0
     published: list[str] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    """When set, publishing waits for it to open."""
 
     async def connect(self) -> None:
         await self.inner.connect()
@@ -54,6 +57,8 @@ class UnreliableBus:
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         if self.down:
             raise ConnectionError("bus unreachable")
+        if self.gate is not None:
+            await self.gate.wait()
         await self.inner.publish(envelopes)
         self.published += [e.id for e in envelopes]
         if self.fail_after_publish:
@@ -193,6 +198,61 @@ async def test_relays_side_by_side_publish_each_event_once(setup: Setup) -> None
             select(func.count()).where(OutboxMessage.published_at.is_not(None))
         )
     assert published == 40
+
+
+async def _running(runtime: Runtime, stop: asyncio.Event) -> asyncio.Task[None]:
+    relay = asyncio.create_task(runtime.relay.run(stop))
+    await until_true(lambda: runtime.relay._running, what="the relay to run")
+    return relay
+
+
+async def test_what_a_process_commits_is_held_for_its_running_relay_and_no_other(
+    setup: Setup,
+) -> None:
+    setup.bus.gate = asyncio.Event()
+    stop = asyncio.Event()
+    relay = await _running(setup.runtime, stop)
+    other = bootstrap(setup.runtime.settings, bus=setup.bus)
+    try:
+        await ping(setup.runtime, 1, 2, 3)
+        await until_true(lambda: not setup.runtime.relay._own, what="the relay to take them")
+        # On their way to the bus, written under the process's lease rather than claimed by a
+        # statement of its relay's, and no other relay may take them meanwhile.
+        async with setup.runtime.read_sessions() as session:
+            rows = (await session.execute(select(OutboxMessage))).scalars().all()
+        assert len(rows) == 3
+        for row in rows:
+            assert row.claimed_until is not None
+            assert row.claimed_until - row.created_at == OWN_LEASE
+        assert await other.relay.relay_once() == 0
+        setup.bus.gate.set()
+        await until_true(lambda: len(setup.bus.published) == 3, what="the events on the bus")
+        await until_true(lambda: sorted(setup.calls) == [1, 2, 3], what="the events applied")
+    finally:
+        setup.bus.gate.set()
+        stop.set()
+        await relay
+        await other.database.dispose()
+    assert await pending(setup.runtime) == 0
+    assert len(setup.bus.published) == 3
+
+
+async def test_a_stopping_relay_hands_back_what_it_held_for_any_relay_to_take_at_once(
+    setup: Setup,
+) -> None:
+    stop = asyncio.Event()
+    relay = await _running(setup.runtime, stop)
+    other = bootstrap(setup.runtime.settings, bus=setup.bus)
+    try:
+        async with setup.runtime.uow() as uow:
+            uow.publish(Pinged(organisation_id="org-1", n=7))
+            await uow.commit()
+            stop.set()  # before the relay runs again: it stops holding the event
+        await relay
+        assert await other.relay.relay_once() == 1
+    finally:
+        await other.database.dispose()
+    assert setup.bus.published and await pending(setup.runtime) == 0
 
 
 async def _sorted(calls: list[int], at_least: int) -> list[int] | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, and_, exists, or_, select, text
+from sqlalchemy import CursorResult, Row, and_, exists, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.audit.chain import RECORD_FIELDS, Entry, Record, Seal
@@ -125,15 +125,18 @@ def add_checkpoint(session: AsyncSession, seal: Seal) -> None:
 
 async def save_head(session: AsyncSession, seal: Seal) -> None:
     """Make `seal` the head of the chain."""
-    row = await session.get(AuditHead, HEAD_ID)
-    if row is None:
-        row = AuditHead(id=HEAD_ID)
-        session.add(row)
-    row.position = seal.position
-    row.hash = seal.hash
-    row.signed_at = seal.signed_at
-    row.key_id = seal.key_id
-    row.signature = seal.signature
+    values = {
+        "position": seal.position,
+        "hash": seal.hash,
+        "signed_at": seal.signed_at,
+        "key_id": seal.key_id,
+        "signature": seal.signature,
+    }
+    # One statement where the head exists, as it does after the first append: every append
+    # holds the chain's lock, so no other writer comes between the update and the insert.
+    updated = await session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(values))
+    if cast(CursorResult[Any], updated).rowcount == 0:
+        session.add(AuditHead(id=HEAD_ID, **values))
 
 
 async def entries_after(session: AsyncSession, position: int, *, limit: int) -> list[Entry]:

@@ -5,21 +5,27 @@ number of relays can run side by side, none holds a transaction open while it pu
 claimed by a relay that died are taken over when the lease runs out. A crash between publish and
 mark publishes an event twice; consumers recognise the second copy by its id.
 
-A relay wakes when its own process commits, and on PostgreSQL also when any process does: every
-commit that writes events sends `NOTIFY outbox_message`, and each relay listens on a connection
-of its own. A service that runs no relay (an API-only process) then has its events published by
-another's within milliseconds instead of at that relay's next poll.
+A process whose relay runs writes its events already claimed for that relay, for a short lease
+(`OWN_LEASE`), and hands them to it when they commit: the relay publishes them without claiming
+them first, and no other relay is woken for them. If the process dies first, the lease runs out
+and any relay takes them, as it takes a dead relay's claims.
+
+A process that runs no relay (an API-only process) writes its events unclaimed, and its commits
+send `NOTIFY outbox_message`; every relay listens on a connection of its own, so another
+process's relay publishes them within milliseconds instead of at its next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from medcloud.platform.bus import Bus
 from medcloud.platform.clock import Clock
@@ -34,6 +40,10 @@ PUBLISHED_RETENTION = dt.timedelta(days=1)
 ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 CHANNEL = "outbox_message"
 """The PostgreSQL notification channel a commit with events signals on."""
+OWN_LEASE = dt.timedelta(seconds=5)
+"""How long events committed in a process with a running relay are held for that relay. Its
+relay publishes them within milliseconds; one lagging longer has them taken by any relay (a
+second copy, which consumers recognise), and one that died has them taken after this."""
 
 
 class OutboxRelay:
@@ -64,33 +74,49 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._claim = dt.timedelta(seconds=claim_seconds)
         self._wake = asyncio.Event()
+        self._look = True
+        self._running = False
         self._local: dict[str, Envelope] = {}
+        self._own: dict[str, Envelope] = {}
 
     def wake(self) -> None:
         """Look for new rows now rather than at the next poll."""
+        self._look = True
         self._wake.set()
 
-    def committed(self, envelopes: Sequence[Envelope]) -> None:
+    def own_lease(self) -> dt.timedelta | None:
+        """How long events committed now in this process are to be held for this relay;
+        None while it is not running (then any relay claims them, woken by NOTIFY)."""
+        return OWN_LEASE if self._running else None
+
+    def committed(self, envelopes: Sequence[Envelope], *, claimed: bool = False) -> None:
         """Take note of envelopes this process just committed to the outbox, and wake.
 
-        This relay usually claims them within milliseconds; handing on the envelopes in hand,
-        their events already opened, spares parsing and validating each event again (a batch's
+        Claimed ones (written under `own_lease`) are this relay's to publish as they are.
+        Others it usually claims within milliseconds; handing on the envelopes in hand, their
+        events already opened, spares parsing and validating each event again (a batch's
         readings event carries hundreds of samples). Those another relay claims, or that wait
         beyond the bound, are read from their rows as before.
         """
-        for envelope in envelopes:
-            self._local[envelope.id] = envelope
-        while len(self._local) > 2 * self._batch_size:
-            del self._local[next(iter(self._local))]  # the oldest
+        if claimed:
+            for envelope in envelopes:
+                self._own[envelope.id] = envelope
+        else:
+            for envelope in envelopes:
+                self._local[envelope.id] = envelope
+            while len(self._local) > 2 * self._batch_size:
+                del self._local[next(iter(self._local))]  # the oldest
+            self._look = True
         self._wake.set()
 
     def _envelopes(self, claimed: Sequence[tuple[int, str, str]]) -> list[Envelope]:
         envelopes, hits = [], []
         for _, event_id, body in claimed:
-            envelope = self._local.get(event_id)
+            # One of ours whose lease ran out before it was published is published from here.
+            envelope = self._own.pop(event_id, None) or self._local.get(event_id)
             if envelope is None:
                 envelope = Envelope.from_bytes(body)
-            else:
+            elif event_id in self._local:
                 hits.append(event_id)
             envelopes.append(envelope)
         if hits:
@@ -107,32 +133,41 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Claim, publish and mark one batch; return how many events were published."""
-        claimed = await self._claim_batch()
+        claimed = await self._claim_batch(self._batch_size)
         if not claimed:
             return 0
-        return await self._publish(claimed)
+        return await self._publish((), claimed)
 
-    async def _publish(self, claimed: Sequence[tuple[int, str, str]]) -> int:
-        """Publish and mark a claimed batch (claims released if the bus fails); count it."""
-        positions = [position for position, _, _ in claimed]
-        envelopes = self._envelopes(claimed)
+    async def _publish(
+        self, own: Sequence[Envelope], claimed: Sequence[tuple[int, str, str]] = ()
+    ) -> int:
+        """Publish and mark a batch of events held under this process's lease (`own`) and
+        claimed ones (claims released if the bus fails); count it."""
+        envelopes = [*own, *self._envelopes(claimed)]
+        rows: list[ColumnElement[bool]] = []
+        if own:
+            rows.append(OutboxMessage.event_id.in_([envelope.id for envelope in own]))
+        if claimed:
+            rows.append(OutboxMessage.position.in_([position for position, _, _ in claimed]))
         try:
             await self._bus.publish(envelopes)
         except Exception:
-            await self._release(positions)
+            await self._release(or_(*rows))
             raise
         async with self._sessions() as session, session.begin():
             await _bookkeeping(session)
             await session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.position.in_(positions))
+                .where(or_(*rows))
                 .values(published_at=self._clock.now(), claimed_until=None)
                 .execution_options(synchronize_session=False)
             )
-        self._metrics.events_published.inc(len(positions))
-        return len(positions)
+        self._metrics.events_published.inc(len(envelopes))
+        return len(envelopes)
 
-    async def _claim_batch(self) -> Sequence[tuple[int, str, str]]:
+    async def _claim_batch(self, size: int) -> Sequence[tuple[int, str, str]]:
+        if size <= 0:
+            return []
         now = self._clock.now()
         candidates = (
             select(OutboxMessage.position)
@@ -141,7 +176,7 @@ class OutboxRelay:
                 (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now),
             )
             .order_by(OutboxMessage.position)
-            .limit(self._batch_size)
+            .limit(size)
         )
         async with self._sessions() as session, session.begin():
             if dialect_name(session) == "postgresql":
@@ -158,12 +193,13 @@ class OutboxRelay:
             rows = sorted((position, event_id, body) for position, event_id, body in result.all())
         return rows
 
-    async def _release(self, positions: list[int]) -> None:
+    async def _release(self, rows: ColumnElement[bool]) -> None:
         async with self._sessions() as session, session.begin():
             await session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.position.in_(positions))
+                .where(rows)
                 .values(claimed_until=None)
+                .execution_options(synchronize_session=False)
             )
 
     async def pending(self) -> int:
@@ -197,10 +233,10 @@ class OutboxRelay:
                 continue
             lost = asyncio.Event()
             try:
-                await connection.add_listener(CHANNEL, lambda *_: self._wake.set())
+                await connection.add_listener(CHANNEL, lambda *_: self.wake())
                 connection.add_termination_listener(lambda *_, ended=lost: ended.set())
                 # Rows committed while no listener ran are found by the first claim.
-                self._wake.set()
+                self.wake()
                 await _wait_any(stop, lost, timeout=None)
             finally:
                 if not connection.is_closed():
@@ -222,11 +258,13 @@ class OutboxRelay:
         failures = 0
         cycles = 0
         in_flight: set[asyncio.Task[int]] = set()
+        self._running = True
         try:
             while not stop.is_set():
                 self._wake.clear()
+                look, self._look = self._look, False
                 try:
-                    await self._relay_backlog(in_flight, stop)
+                    await self._relay_backlog(in_flight, stop, look=look)
                     cycles += 1
                     if cycles % 120 == 1:
                         self._metrics.outbox_pending.set(await self.pending())
@@ -235,34 +273,62 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001  (keep relaying once the fault clears)
                     failures += 1
                     log.warning("outbox.relay_failed", error=type(exc).__name__, failures=failures)
+                    # Whatever failed is found again in the table: ours are released or lapse.
+                    self._look = True
                     await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
                     continue
                 await _wait_any(self._wake, stop, timeout=self._poll_seconds)
+                if not self._wake.is_set():  # the poll: rows other processes committed
+                    self._look = True
         finally:
+            self._running = False
             # What is on the bus is applied and marked before the relay stops; a batch cut
             # short keeps its claim and is published again once the claim runs out.
             await asyncio.gather(*in_flight, return_exceptions=True)
+            await self._hand_back()
 
-    async def _relay_backlog(self, in_flight: set[asyncio.Task[int]], stop: asyncio.Event) -> None:
-        """Claim and publish batches until the outbox has no full batch left, with up to
-        `pipeline` of them on the bus at once; raise what a finished batch raised."""
+    async def _hand_back(self) -> None:
+        """Release what this process committed under its lease and did not publish, for the
+        next relay to take at once rather than when the lease runs out."""
+        if not self._own:
+            return
+        event_ids, self._own = list(self._own), {}
+        try:
+            await self._release(OutboxMessage.event_id.in_(event_ids))
+        except Exception as exc:  # noqa: BLE001  (stopping: the lease runs out instead)
+            log.warning("outbox.hand_back_failed", error=type(exc).__name__)
+
+    async def _free_slot(self, in_flight: set[asyncio.Task[int]]) -> None:
+        """Wait until fewer than `pipeline` batches are on the bus; raise what a finished
+        batch raised."""
+        while len(in_flight) >= self._pipeline or any(t.done() for t in in_flight):
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            in_flight.difference_update(done)
+            # Every finished batch's outcome is read; the first failure stands for them all.
+            failed = [
+                error
+                for task in done
+                if not task.cancelled() and (error := task.exception()) is not None
+            ]
+            if failed:
+                raise failed[0]
+
+    async def _relay_backlog(
+        self, in_flight: set[asyncio.Task[int]], stop: asyncio.Event, *, look: bool
+    ) -> None:
+        """Publish batches of what this process committed under its lease and, if `look`,
+        of what it claims, until neither has a full batch left, with up to `pipeline` of them
+        on the bus at once; raise what a finished batch raised."""
         while not stop.is_set():
-            while len(in_flight) >= self._pipeline or any(t.done() for t in in_flight):
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                in_flight.difference_update(done)
-                # Every finished batch's outcome is read; the first failure stands for them all.
-                failed = [
-                    error
-                    for task in done
-                    if not task.cancelled() and (error := task.exception()) is not None
-                ]
-                if failed:
-                    raise failed[0]
-            claimed = await self._claim_batch()
-            if not claimed:
+            await self._free_slot(in_flight)
+            ids = list(itertools.islice(self._own, self._batch_size))
+            own = [self._own.pop(event_id) for event_id in ids]
+            claimed = await self._claim_batch(self._batch_size - len(own)) if look else []
+            if not own and not claimed:
                 return
-            in_flight.add(asyncio.create_task(self._publish(claimed), name="outbox-publish"))
-            if len(claimed) < self._batch_size:
+            in_flight.add(asyncio.create_task(self._publish(own, claimed), name="outbox-publish"))
+            look = look and len(own) + len(claimed) == self._batch_size
+            if not look and not self._own:
                 return
 
 

@@ -112,7 +112,7 @@ class Runtime:
 
     def uow(self) -> UnitOfWork:
         """Start a new unit of work; its commit hands its events to the local relay."""
-        return UnitOfWork(self.write_sessions, clock=self.clock, on_commit=self.relay.committed)
+        return UnitOfWork(self.write_sessions, clock=self.clock, relay=self.relay)
 
     def dependencies(self) -> dict[str, Any]:
         """Name what handlers and hooks may ask for as keyword-only parameters."""

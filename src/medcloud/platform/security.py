@@ -202,6 +202,10 @@ def _load_public(pem: str) -> Ed25519PublicKey:
     return key
 
 
+VERIFIED_TOKENS = 4096
+"""Access tokens whose signature a process remembers having checked (see `_signed_claims`)."""
+
+
 class TokenService:
     """Issue and verify access tokens."""
 
@@ -213,6 +217,7 @@ class TokenService:
         self._audience = audience
         self._lifetime = lifetime
         self._clock = clock
+        self._verified: dict[str, dict[str, Any]] = {}
 
     @property
     def lifetime(self) -> dt.timedelta:
@@ -227,6 +232,7 @@ class TokenService:
     def replace_keys(self, keys: TokenKeys) -> None:
         """Swap in a refreshed key set (verify-only services re-read the JWKS)."""
         self._keys = keys
+        self._verified.clear()  # a key may have been withdrawn
 
     def issue(self, principal: UserPrincipal) -> str:
         """Sign an access token for `principal`."""
@@ -254,24 +260,9 @@ class TokenService:
     def verify(self, token: str) -> UserPrincipal:
         """Return the principal of a valid access token; raise Unauthorized otherwise."""
         try:
-            header = jwt.get_unverified_header(token)
-            key = self._keys.public_keys.get(str(header.get("kid")))
-            if key is None:
-                raise UnknownSigningKey("unknown signing key")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                audience=self._audience,
-                issuer=self._issuer,
-                # Times are checked below against the injected clock, not PyJWT's wall clock.
-                options={
-                    "require": ["exp", "iat", "nbf", "sub", "iss", "aud"],
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
+            claims = self._verified.get(token)
+            if claims is None:
+                claims = self._signed_claims(token)
             now = self._clock.now().timestamp()
             if float(claims["exp"]) <= now - CLOCK_LEEWAY_SECONDS:
                 raise Unauthorized("the access token has expired")
@@ -287,6 +278,34 @@ class TokenService:
             )
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise Unauthorized("invalid access token") from exc
+
+    def _signed_claims(self, token: str) -> dict[str, Any]:
+        """Check the token's signature, issuer and audience and return its claims, remembering
+        them: a client sends the same token for its lifetime, and checking the signature again
+        each time is a third of a read's authentication. Times and revocation are checked on
+        every use; only tokens that passed are remembered, so a forged one costs its check."""
+        header = jwt.get_unverified_header(token)
+        key = self._keys.public_keys.get(str(header.get("kid")))
+        if key is None:
+            raise UnknownSigningKey("unknown signing key")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=self._audience,
+            issuer=self._issuer,
+            # Times are checked by `verify` against the injected clock, not PyJWT's wall clock.
+            options={
+                "require": ["exp", "iat", "nbf", "sub", "iss", "aud"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = claims
+        return claims
 
 
 _hasher = [PasswordHasher()]  # argon2id; replaced by configure_password_hashing()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import cast
+from typing import Protocol, cast
 
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +20,26 @@ OUTBOX = cast(Table, OutboxMessage.__table__)
 NOTIFY = text("NOTIFY outbox_message")
 
 
+class LocalRelay(Protocol):
+    """The relay of this process, as a unit of work hands it what it commits."""
+
+    def own_lease(self) -> dt.timedelta | None:
+        """How long events committed now are held for it; None while it is not running."""
+        ...
+
+    def committed(self, envelopes: Sequence[Envelope], *, claimed: bool = False) -> None:
+        """Take the envelopes just committed (`claimed`: under its own lease)."""
+        ...
+
+
+class _NoRelay:
+    def own_lease(self) -> dt.timedelta | None:
+        return None
+
+    def committed(self, envelopes: Sequence[Envelope], *, claimed: bool = False) -> None:
+        pass
+
+
 class UnitOfWork:
     """Open a transaction; `commit()` writes the collected events to the outbox and commits.
 
@@ -30,10 +51,10 @@ class UnitOfWork:
         sessions: async_sessionmaker[AsyncSession],
         *,
         clock: Clock,
-        on_commit: Callable[[Sequence[Envelope]], None] = lambda _: None,
+        relay: LocalRelay | None = None,
     ) -> None:
         self._sessions = sessions
-        self._on_commit = on_commit
+        self._relay = relay or _NoRelay()
         self.clock = clock
         self._events: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
@@ -78,10 +99,14 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         """Write pending events to the outbox and commit the whole transaction; then hand the
-        committed envelopes to `on_commit` (the local relay)."""
+        committed envelopes to the local relay."""
         envelopes: list[Envelope] = []
+        lease = None
         if self._events:
             now = self.clock.now()
+            # Held for this process's relay when it runs: it publishes them without claiming
+            # them, and no other relay need look (see platform/outbox.py).
+            lease = self._relay.own_lease()
             envelopes = [Envelope.wrap(event, occurred_at=now) for event in self._events]
             rows = [
                 {
@@ -89,16 +114,18 @@ class UnitOfWork:
                     "routing_key": envelope.type,
                     "body": envelope.to_bytes().decode(),
                     "created_at": now,
+                    "claimed_until": None if lease is None else now + lease,
                 }
                 for envelope in envelopes
             ]
             await self.session.execute(insert(OUTBOX), rows)
-            if self.dialect == "postgresql":
-                # Delivered at commit, to the relays of every process (see platform/outbox.py).
+            if lease is None and self.dialect == "postgresql":
+                # Delivered at commit, to the relays of every process.
                 await self.session.execute(NOTIFY)
             self._events = []
         await self.session.commit()
-        self._on_commit(envelopes)
+        if envelopes:
+            self._relay.committed(envelopes, claimed=lease is not None)
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()

@@ -217,3 +217,23 @@ def test_retired_public_keys_from_configuration_still_verify(clock: FrozenClock)
         clock=clock,
     )
     assert rotated.verify(token) == ALICE
+
+
+def test_a_token_verified_once_is_still_refused_once_it_expires(
+    tokens: TokenService, clock: FrozenClock
+) -> None:
+    token = tokens.issue(ALICE)
+    assert tokens.verify(token) == ALICE  # its signature is now remembered
+    clock.advance(minutes=16)
+    with pytest.raises(Unauthorized):
+        tokens.verify(token)
+
+
+def test_a_token_verified_once_is_refused_once_its_key_is_withdrawn(
+    tokens: TokenService, keys: TokenKeys
+) -> None:
+    token = tokens.issue(ALICE)
+    assert tokens.verify(token) == ALICE
+    tokens.replace_keys(TokenKeys.from_jwks(TokenKeys(Ed25519PrivateKey.generate()).jwks()))
+    with pytest.raises(Unauthorized):
+        tokens.verify(token)

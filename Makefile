@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo serve split-up split-down test tools deploy-tools lint format unit integration services-test clean
+.PHONY: setup demo serve split-up split-down test screenshots tools deploy-tools lint format unit integration services-test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "medcloud needs Python 3.11, 3.12 or 3.13 and found none:" \
@@ -71,6 +71,9 @@ deploy-tools: $(DEPLOY_STAMP) ## install the offline validators of deploy/ in .v
 
 test: lint tools deploy-tools ## lint, then the whole test suite (add MEDCLOUD_TEST_SERVICES=1 for the real services)
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
+
+screenshots: $(STAMP) tools ## refresh docs/screenshots from the browser tests (each page they check for accessibility)
+	MEDCLOUD_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -282,7 +282,7 @@ class TokenService:
     def _signed_claims(self, token: str) -> dict[str, Any]:
         """Check the token's signature, issuer and audience and return its claims, remembering
         them: a client sends the same token for its lifetime, and checking the signature again
-        each time is a third of a read's authentication. Times and revocation are checked on
+        each time is two thirds of a read's authentication. Times and revocation are checked on
         every use; only tokens that passed are remembered, so a forged one costs its check."""
         header = jwt.get_unverified_header(token)
         key = self._keys.public_keys.get(str(header.get("kid")))

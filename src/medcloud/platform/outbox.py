@@ -76,7 +76,6 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._look = True
         self._running = False
-        self._local: dict[str, Envelope] = {}
         self._own: dict[str, Envelope] = {}
 
     def wake(self) -> None:
@@ -85,50 +84,34 @@ class OutboxRelay:
         self._wake.set()
 
     def own_lease(self) -> dt.timedelta | None:
-        """How long events committed now in this process are to be held for this relay;
-        None while it is not running (then any relay claims them, woken by NOTIFY)."""
-        return OWN_LEASE if self._running else None
+        """How long events committed now in this process are to be held for this relay; None
+        while it is not running, or while it holds two batches already (a bus that is down):
+        then they wait in the table for any relay, woken by NOTIFY, so memory stays bounded."""
+        if self._running and len(self._own) < 2 * self._batch_size:
+            return OWN_LEASE
+        return None
 
     def committed(self, envelopes: Sequence[Envelope], *, claimed: bool = False) -> None:
         """Take note of envelopes this process just committed to the outbox, and wake.
 
-        Claimed ones (written under `own_lease`) are this relay's to publish as they are.
-        Others it usually claims within milliseconds; handing on the envelopes in hand, their
-        events already opened, spares parsing and validating each event again (a batch's
-        readings event carries hundreds of samples). Those another relay claims, or that wait
-        beyond the bound, are read from their rows as before.
+        Claimed ones (written under `own_lease`) are this relay's to publish as they are, their
+        events already opened: that spares parsing and validating each event again (a batch's
+        readings event carries hundreds of samples). Others are claimed from the table, as any
+        process's are.
         """
         if claimed:
             for envelope in envelopes:
                 self._own[envelope.id] = envelope
         else:
-            for envelope in envelopes:
-                self._local[envelope.id] = envelope
-            while len(self._local) > 2 * self._batch_size:
-                del self._local[next(iter(self._local))]  # the oldest
             self._look = True
         self._wake.set()
 
     def _envelopes(self, claimed: Sequence[tuple[int, str, str]]) -> list[Envelope]:
-        envelopes, hits = [], []
+        envelopes = []
         for _, event_id, body in claimed:
             # One of ours whose lease ran out before it was published is published from here.
-            envelope = self._own.pop(event_id, None) or self._local.get(event_id)
-            if envelope is None:
-                envelope = Envelope.from_bytes(body)
-            elif event_id in self._local:
-                hits.append(event_id)
-            envelopes.append(envelope)
-        if hits:
-            # Claims go in outbox order: what was committed here before the first of them and is
-            # still waiting went to another relay. Forget it, so memory follows the backlog.
-            taken = set(hits)
-            for event_id in list(self._local):
-                if event_id in taken:
-                    break
-                del self._local[event_id]
-            for event_id in hits:
-                del self._local[event_id]
+            held = self._own.pop(event_id, None)
+            envelopes.append(Envelope.from_bytes(body) if held is None else held)
         return envelopes
 
     async def relay_once(self) -> int:

@@ -1,5 +1,5 @@
-"""The relay hands on envelopes its own process committed instead of parsing them back, and
-forgets those another relay took, so what it holds follows the backlog."""
+"""The relay hands on envelopes its own process committed under its lease instead of parsing
+them back, and holds at most two batches of them, so a bus that is down cannot fill memory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from medcloud.ingest.events import ReadingsCollected, Sample
 from medcloud.platform.events import Envelope
-from medcloud.platform.outbox import OutboxRelay
+from medcloud.platform.outbox import OWN_LEASE, OutboxRelay
 
 AT = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
@@ -40,7 +40,7 @@ def row(position: int, envelope: Envelope) -> tuple[int, str, str]:
 def test_committed_envelopes_are_handed_on_with_their_event_already_opened() -> None:
     outbox = relay()
     mine = envelope("dev-1")
-    outbox.committed([mine])
+    outbox.committed([mine], claimed=True)
     (handed,) = outbox._envelopes([row(1, mine)])
     assert handed is mine
     assert handed.open(ReadingsCollected).device_id == "dev-1"
@@ -55,20 +55,23 @@ def test_envelopes_committed_elsewhere_are_read_from_their_rows() -> None:
     assert read.open(ReadingsCollected).device_id == "dev-2"
 
 
-def test_what_another_relay_took_is_forgotten_and_the_rest_kept() -> None:
+def test_envelopes_committed_unclaimed_are_not_held_but_looked_for_in_the_table() -> None:
     outbox = relay()
-    a, b, c, d = (envelope(f"dev-{n}") for n in range(4))
-    outbox.committed([a, b, c, d])
-    # Another relay claimed a and b; this one claims c, and an event committed elsewhere.
-    e = envelope("dev-e")
-    handed = outbox._envelopes([row(3, c), row(5, e)])
-    assert handed[0] is c
-    assert handed[1] == e
-    assert list(outbox._local) == [d.id]
+    outbox._look = False
+    outbox.committed([envelope("dev-3")])
+    assert outbox._own == {}
+    assert outbox._look
 
 
-def test_at_most_two_batches_are_kept() -> None:
+def test_at_most_two_batches_are_held_then_events_wait_in_the_table() -> None:
     outbox = relay(batch_size=2)
-    many = [envelope(f"dev-{n}") for n in range(7)]
-    outbox.committed(many)
-    assert list(outbox._local) == [e.id for e in many[-4:]]
+    assert outbox.own_lease() is None  # not running: any relay claims them
+    outbox._running = True
+    many = [envelope(f"dev-{n}") for n in range(4)]
+    outbox.committed(many[:3], claimed=True)
+    assert outbox.own_lease() == OWN_LEASE
+    outbox.committed(many[3:], claimed=True)
+    assert outbox.own_lease() is None
+    handed = outbox._envelopes([row(n, e) for n, e in enumerate(many[:2])])
+    assert handed[0] is many[0]
+    assert outbox.own_lease() == OWN_LEASE

@@ -112,3 +112,37 @@ def test_importing_medcloud_does_no_io(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written (no ./var created on import)
+
+
+def test_every_route_dependency_runs_on_the_event_loop(tmp_path: Path) -> None:
+    # FastAPI runs a plain `def` dependency on a worker thread: a thread hop on every request
+    # that uses it, which costs more than what such a dependency does (platform/http.py).
+    import inspect
+
+    from fastapi.dependencies.models import Dependant
+
+    from medcloud.app import create_app
+    from medcloud.config import Settings
+    from tests.security.routes import walk
+
+    def calls(dependant: Dependant) -> list[object]:
+        found: list[object] = [] if dependant.call is None else [dependant.call]
+        for sub in dependant.dependencies:
+            found += calls(sub)
+        return found
+
+    def on_the_loop(call: object) -> bool:
+        if inspect.isclass(call):
+            return False  # constructed on a worker thread, as a plain function is
+        method = call if inspect.isroutine(call) else type(call).__call__
+        return inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)
+
+    app = create_app(Settings(var_dir=tmp_path / "var"), workers=False)
+    routes = list(walk(app))
+    threaded = {
+        f"{route.path} ({' '.join(sorted(route.methods or ()))}): {getattr(call, '__name__', call)}"
+        for route in routes
+        for call in calls(route.dependant)
+        if not on_the_loop(call)
+    }
+    assert routes and threaded == set()

@@ -63,7 +63,7 @@ CredentialManager = Manager
 Reader = Annotated[UserPrincipal, Authorize(Action.DEVICE_READ)]
 
 
-def get_object_store(runtime: RuntimeDep) -> ObjectStore:
+async def get_object_store(runtime: RuntimeDep) -> ObjectStore:
     """Return the object store firmware images are kept in."""
     return runtime.objects
 
@@ -71,7 +71,7 @@ def get_object_store(runtime: RuntimeDep) -> ObjectStore:
 StoreDep = Annotated[ObjectStore, Depends(get_object_store)]
 
 
-def get_broker_access(runtime: RuntimeDep) -> BrokerAccess:
+async def get_broker_access(runtime: RuntimeDep) -> BrokerAccess:
     """Return what keeps device credentials on the MQTT broker (nothing without MQTT)."""
     return broker_access(runtime.settings)
 

@@ -52,16 +52,16 @@ class SqlDeviceDirectory:
     async def get(self, device_id: str) -> DeviceRef | None:
         """Return the device, or None."""
         async with self._sessions() as session:
-            device = await repository.get(session, device_id)
-            if device is None:
-                return None
-            since = await repository.last_assignment_change(session, device_id)
+            found = await repository.reference(session, device_id)
+        if found is None:
+            return None
+        found_id, organisation_id, patient_id, status, since = found
         return DeviceRef(
-            device.id,
-            device.organisation_id,
-            device.patient_id,
+            found_id,
+            organisation_id,
+            patient_id,
             patient_since=since,
-            decommissioned=device.status == "decommissioned",
+            decommissioned=status == "decommissioned",
         )
 
     async def card(self, device_id: str) -> DeviceCard | None:

@@ -328,6 +328,25 @@ _WORKING_CREDENTIAL = (
 )
 
 
+# Built once, like `_WORKING_CREDENTIAL`: every read of a device's readings asks it first.
+_REFERENCE = select(
+    Device.id,
+    Device.organisation_id,
+    Device.patient_id,
+    Device.status,
+    _last_assignment_change(Device.id),
+).where(Device.id == bindparam("device_id"))
+
+
+async def reference(
+    session: AsyncSession, device_id: str
+) -> tuple[str, str, str | None, str, dt.datetime | None] | None:
+    """Return (id, organisation, patient, status, last assignment change) of the device, or
+    None: what other contexts know of it, in one statement."""
+    row = (await session.execute(_REFERENCE, {"device_id": device_id})).first()
+    return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+
 async def last_assignment_change(session: AsyncSession, device_id: str) -> dt.datetime | None:
     """Return when the device's assignment last changed, or None if it never had one."""
     found: dt.datetime | None = await session.scalar(select(_last_assignment_change(device_id)))

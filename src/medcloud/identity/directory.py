@@ -27,10 +27,8 @@ class SqlPatientDirectory:
     async def get(self, patient_id: str) -> PatientRef | None:
         """Return the patient, or None."""
         async with self._sessions() as session:
-            patient = await repository.get_patient(session, patient_id)
-        if patient is None:
-            return None
-        return PatientRef(patient.id, patient.organisation_id, patient.ward_id)
+            found = await repository.patient_reference(session, patient_id)
+        return None if found is None else PatientRef(*found)
 
     async def wards(self, patient_ids: Sequence[str]) -> dict[str, str | None]:
         """Return the ward of each known patient (None: in no ward), in one look-up."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medcloud.identity.models import (
@@ -204,6 +204,21 @@ async def get_invitation(session: AsyncSession, token_hash: str) -> Invitation |
 async def get_patient(session: AsyncSession, patient_id: str) -> Patient | None:
     """Return the patient, or None."""
     return await session.get(Patient, patient_id)
+
+
+# Built once: every read of a patient's data asks it first. Columns only, so the sealed
+# name and identifier columns are not opened for a look-up that shows neither.
+_PATIENT_REFERENCE = select(Patient.id, Patient.organisation_id, Patient.ward_id).where(
+    Patient.id == bindparam("patient_id")
+)
+
+
+async def patient_reference(
+    session: AsyncSession, patient_id: str
+) -> tuple[str, str, str | None] | None:
+    """Return (id, organisation, ward) of the patient, or None."""
+    row = (await session.execute(_PATIENT_REFERENCE, {"patient_id": patient_id})).first()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 async def patient_wards(session: AsyncSession, patient_ids: Sequence[str]) -> dict[str, str | None]:

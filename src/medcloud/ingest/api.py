@@ -26,7 +26,7 @@ from medcloud.platform.http import (
     RuntimeDep,
     UowDep,
     bearer_principal,
-    get_runtime,
+    runtime_of,
 )
 from medcloud.platform.policy import Action
 from medcloud.platform.security import UserPrincipal
@@ -73,7 +73,7 @@ async def ingest_readings(device_id: str, request: Request) -> Response:
     # Every bedside device calls this about once a second, so it reads its request itself:
     # resolving dependencies, validating the answer against its model and encoding it through
     # jsonable_encoder cost more than storing the reading (docs/benchmarks.md).
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     principal = await bearer_principal(request, runtime)
     body = await request.body()
     content_type = request.headers.get("content-type")

@@ -71,7 +71,7 @@ class FhirJson(Response):
         return orjson.dumps(fhir.to_json(content))
 
 
-def get_sources(runtime: RuntimeDep) -> Sources:
+async def get_sources(runtime: RuntimeDep) -> Sources:
     """Return the published interfaces the FHIR API reads through."""
     return Sources(
         patients=runtime.patients,

@@ -69,8 +69,9 @@ class Database:
     On SQLite every write transaction starts with BEGIN IMMEDIATE: a deferred transaction that
     reads before it writes fails at once with SQLITE_BUSY when another writer got there first,
     whereas an immediate one waits its turn. Queries keep plain deferred transactions so they
-    never queue behind writers. On PostgreSQL `writer` and `reader` are the same engine, and
-    `replica` is a streaming replica's when one is configured, else the same engine again.
+    never queue behind writers. On PostgreSQL `writer` and `reader` share one pool, `reader`'s
+    statements each on their own (`_reads`), and `replica` is a streaming replica's when one is
+    configured, else `reader` again.
     """
 
     writer: AsyncEngine
@@ -106,11 +107,24 @@ def create_database(url: str, *, read_url: str = "", pool_size: int = 10) -> Dat
         return Database(writer=writer, reader=reader, replica=reader)
     # Synchronous commit is PostgreSQL's default; state it so no server setting weakens it.
     engine = _postgresql(url, pool_size, {"synchronous_commit": "on"})
-    replica = engine
+    reader = _reads(engine)
+    replica = reader
     if read_url:
         # A replica refuses writes anyway; saying so catches a read URL that names a primary.
-        replica = _postgresql(read_url, pool_size, {"default_transaction_read_only": "on"})
-    return Database(writer=engine, reader=engine, replica=replica)
+        replica = _reads(_postgresql(read_url, pool_size, {"default_transaction_read_only": "on"}))
+    return Database(writer=engine, reader=reader, replica=replica)
+
+
+def _reads(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, for queries: each statement runs on its own, with no BEGIN and ROLLBACK.
+
+    Under READ COMMITTED, PostgreSQL's level, every statement takes a fresh snapshot anyway, so
+    a query of several statements sees nothing different outside a transaction; what it saves
+    is two of a read's three round trips (a chart's or a page's read was BEGIN, the query and a
+    ROLLBACK). A read that needs one snapshot for several statements asks for REPEATABLE READ
+    on its connection, which opens a transaction again (`audit/repository.py`).
+    """
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _postgresql(url: str, pool_size: int, server_settings: dict[str, str]) -> AsyncEngine:

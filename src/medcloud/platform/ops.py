@@ -71,7 +71,7 @@ async def ready(request: Request, runtime: RuntimeDep) -> Response:
     return JSONResponse({"status": "ready", "checks": dict.fromkeys(checks, "ok")})
 
 
-def operator_only(request: Request, runtime: RuntimeDep) -> None:
+async def operator_only(request: Request, runtime: RuntimeDep) -> None:
     """In the production profile, let through only callers presenting the operator token.
 
     Metrics name routes and volumes and the document maps every route: useful to an attacker,

@@ -202,6 +202,12 @@ class InMemoryRepository:
     async def get_patient(self, _session: object, patient_id: str) -> Patient | None:
         return self._by_id(Patient, patient_id)
 
+    async def patient_reference(
+        self, _session: object, patient_id: str
+    ) -> tuple[str, str, str | None] | None:
+        patient = self._by_id(Patient, patient_id)
+        return None if patient is None else (patient.id, patient.organisation_id, patient.ward_id)
+
     async def patient_wards(
         self, _session: object, patient_ids: Sequence[str]
     ) -> dict[str, str | None]:

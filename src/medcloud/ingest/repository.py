@@ -292,8 +292,8 @@ def _page_statement(
     """The page statement of one shape, built once, its values bound at execution.
 
     A page is a union of one subquery per series, and SQLAlchemy computes such a statement's
-    cache key anew whenever it is built: 1.5 ms a page, half of what PostgreSQL takes to answer
-    it (docs/benchmarks.md). Built once, the key is remembered with the statement.
+    cache key anew whenever it is built: about 1.5 ms a page, more than PostgreSQL takes to
+    answer it (docs/benchmarks.md). Built once, the key is remembered with the statement.
     """
     series = [bindparam(f"series_{i}", type_=Integer()) for i in range(count)]
 

@@ -161,8 +161,17 @@ async def _check_password(
             own = user.password_hash
         # The count is decided, and held, by the UPDATE above; it is committed while the hash
         # is verified, so that the disk write only an open account's count makes stays out of
-        # the answer's time instead of setting its refusals apart.
-        matches, _ = await asyncio.gather(verify_password(own or dummy, password), uow.commit())
+        # the answer's time instead of setting its refusals apart. The session is given back
+        # as soon as the count is committed, not once the hash is verified: on SQLite it is
+        # the one write connection, and a flood of guesses would otherwise queue every write
+        # of the process behind one argon2 verification after another.
+        verifying = asyncio.create_task(verify_password(own or dummy, password))
+        try:
+            await uow.commit()
+        except BaseException:
+            verifying.cancel()
+            raise
+    matches = await verifying
     failures = 0 if reserved is None else reserved[1]
     if user is None or own is None or not matches:
         await _refuse(

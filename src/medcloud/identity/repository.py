@@ -206,8 +206,8 @@ async def get_patient(session: AsyncSession, patient_id: str) -> Patient | None:
     return await session.get(Patient, patient_id)
 
 
-# Built once: every read of a patient's data asks it first. Columns only, so the sealed
-# name and identifier columns are not opened for a look-up that shows neither.
+# Built once: every read of a patient's data asks it first. Three columns, not the whole
+# row: the look-up shows neither the patient's names nor identifiers.
 _PATIENT_REFERENCE = select(Patient.id, Patient.organisation_id, Patient.ward_id).where(
     Patient.id == bindparam("patient_id")
 )

@@ -96,7 +96,9 @@ class Answers:
 
     async def write(self) -> int:
         """Write the pending answers in one transaction; return how many."""
-        pending, self._pending = self._pending, {}
+        # They stay in `_pending` until their row is committed: taken out before, a repeat
+        # arriving during the write found neither them nor the row, and was answered anew.
+        pending = dict(self._pending)
         if not pending:
             return 0
         rows = [
@@ -118,5 +120,14 @@ class Answers:
         except SQLAlchemyError as exc:
             # Their repeats are processed again instead, which is safe (see above).
             log.warning("hl7.answers.unwritten", error=type(exc).__name__, count=len(rows))
+            self._forget(pending)
             return 0
+        self._forget(pending)
         return len(rows)
+
+    def _forget(self, written: dict[tuple[str, str], Answer]) -> None:
+        """Drop answers from memory once their write is over (an interrupted write keeps them
+        for `close` to write)."""
+        for key, answer in written.items():
+            if self._pending.get(key) is answer:
+                del self._pending[key]

@@ -3,10 +3,11 @@ written after it in batches.
 
 Writing each answer in a transaction of its own cost a commit per message, as much as storing its
 readings. Written a few milliseconds later, together with the answers of every connection
-meanwhile, it costs a share of one. Nothing depends on the write for correctness: a repeat that
-arrives before it (or after a crash that lost it) is processed again, and that stores nothing
-twice (readings are keyed by series and time; a patient or an attachment already as the
-message says is left alone) and answers alike.
+meanwhile, it costs a share of one. Until its row is committed an answer is kept in memory, where
+a repeat to this process finds it. Nothing depends on the write for correctness: a repeat that
+another process receives before it (or that arrives after a crash lost it) is processed again,
+and that stores nothing twice (readings are keyed by series and time; a patient or an
+attachment already as the message says is left alone) and answers alike.
 """
 
 from __future__ import annotations
